@@ -1,0 +1,1 @@
+"""Planflow's Prefect layer: the plan-and-execute flow, its tasks and the CLI."""

@@ -1,0 +1,94 @@
+"""The CLI's live view of a run, drawn from the ledger (so it shows resumed and
+cached work exactly as the report will)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from planner.ledger import Ledger, NodeRecord
+
+__all__ = ["LiveRunView", "render_run"]
+
+_STATUS_STYLE = {
+    "pending": ("·", "dim"),
+    "running": ("▶", "yellow"),
+    "completed": ("✔", "green"),
+    "cached": ("↺", "cyan"),
+    "failed": ("✘", "red"),
+    "skipped": ("–", "dim"),
+}
+
+
+def _node_row(node: NodeRecord) -> list[Text | str]:
+    mark, style = _STATUS_STYLE.get(node.status, ("?", ""))
+    description = " ".join(node.description.split())
+    tokens = node.prompt_tokens + node.completion_tokens
+    return [
+        Text(node.node_id, style="bold"),
+        description if len(description) <= 60 else description[:59] + "…",
+        ", ".join(json.loads(node.depends_on_json)) or "—",
+        Text(f"{mark} {node.status}", style=style),
+        str(node.attempts or ""),
+        str(tokens or ""),
+    ]
+
+
+def render_run(ledger: Ledger, run_key: str, started: float, note: str = "") -> Group | Spinner:
+    run = ledger.run(run_key)
+    nodes = ledger.nodes(run_key)
+    if run is None or not nodes:
+        return Spinner("dots", text=Text(note or f"planning {run_key} …"))
+    totals = ledger.llm_totals(run_key)
+    done = sum(n.status in ("completed", "cached") for n in nodes)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("id", "task", "depends on", "state", "tries", "tokens"):
+        table.add_column(column, justify="right" if column in ("tries", "tokens") else "left")
+    for node in nodes:
+        table.add_row(*_node_row(node))
+    header = Text.assemble(
+        (f"{run.goal[:80]}\n", "bold"),
+        (f"run {run_key} · plan v{run.plan_version} · {done}/{len(nodes)} done · ", "dim"),
+        (f"{totals['calls']} model calls · {totals['prompt_tokens'] + totals['completion_tokens']} tokens · ", "dim"),
+        (f"{time.monotonic() - started:.1f}s", "dim"),
+    )
+    return Group(header, table)
+
+
+class LiveRunView:
+    """Redraws the run a few times a second on stderr until stopped."""
+
+    def __init__(self, ledger: Ledger, run_key: str, console: Console, interval: float = 0.25) -> None:
+        self._ledger, self._run_key, self._console = ledger, run_key, console
+        self._interval = interval
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name="planflow-display", daemon=True)
+        self.note = ""
+
+    def _render(self) -> Group | Spinner:
+        try:
+            return render_run(self._ledger, self._run_key, self._started, self.note)
+        except Exception:  # the display must never take a run down (e.g. a locked DB)
+            return Spinner("dots", text=Text(f"running {self._run_key} …"))
+
+    def _loop(self) -> None:
+        with Live(self._render(), console=self._console, refresh_per_second=8, transient=False) as live:
+            while not self._stop.wait(self._interval):
+                live.update(self._render())
+            live.update(self._render())
+
+    def __enter__(self) -> LiveRunView:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -1,0 +1,186 @@
+"""Planflow's command line: plan a goal, run it durably, print the answer.
+
+    python flows/run.py "Plan a 3-day trip to Lisbon"
+    python flows/run.py "Summarise the plan" --plan plan.json --report report.json
+
+Exit codes: 0 completed, 1 the run failed, 2 bad input (empty goal, invalid
+plan file, unrepairable plan, bad option), 130 interrupted. The answer goes to
+stdout; the live view and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the project importable, not flows/
+    _root = str(Path(__file__).resolve().parents[1])
+    sys.path[:] = [_root] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+
+EXIT_COMPLETED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+ENV_HELP = """\
+environment:
+  OPENAI_BASE_URL, OPENAI_API_KEY   an OpenAI-compatible endpoint; if neither is set,
+                                    the bundled SmolLM2 model runs locally (no network)
+  PLANFLOW_MODEL                    model name (default gpt-4o-mini; 'embedded' for SmolLM2)
+  PLANFLOW_HOME                     ledger and logs (default ~/.planflow)
+  PLANFLOW_DATABASE_URL             ledger database (default sqlite:///$PLANFLOW_HOME/planflow.db)
+  PLANFLOW_MAX_TASKS                most tasks in a model-made plan (default 12)
+  PLANFLOW_REQUEST_TIMEOUT          seconds per model call (default 120)
+  PLANFLOW_RETRY_BACKOFF            backoff base in seconds (default 1; delays 1, 2, 4, ...)
+  PLANFLOW_CONTEXT_CHARS            characters of each dependency result given to a task (default 4000)
+  PREFECT_API_URL                   run against a Prefect server instead of a local temporary one
+
+exit codes: 0 completed · 1 run failed · 2 bad input · 130 interrupted
+re-running with the same --run-key resumes: finished tasks are replayed, not re-paid."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="planflow",
+        description="Plan a goal with an LLM, run the plan as a durable Prefect flow, print the answer.",
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("goal", help="what you want done, in plain words")
+    parser.add_argument("--plan", type=Path, metavar="FILE", help='run this plan JSON {"tasks": [...]} instead of planning')
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--run-key", metavar="KEY", help="name of the run; re-running a key resumes it (default: from the goal)")
+    keys.add_argument("--fresh", action="store_true", help="start a new run even if this goal ran before")
+    parser.add_argument("--model", help="model name, or 'embedded' for the bundled SmolLM2")
+    parser.add_argument("--max-parallel", type=_positive_int, metavar="N", help="most tasks running at once (default 4)")
+    parser.add_argument("--max-retries", type=_non_negative_int, metavar="N", help="retries after a transient error (default 3)")
+    parser.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report of the run here")
+    parser.add_argument("--quiet", action="store_true", help="print only the answer (and errors)")
+    parser.add_argument("--verbose", action="store_true", help="show Prefect's logs too")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Set before Prefect is imported: no telemetry (no network), logs only if asked."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"planflow: error: {message}", file=sys.stderr)
+    return code
+
+
+def _load_plan(path: Path) -> dict[str, Any]:
+    """Read and strictly check a plan file before anything starts (fail fast, exit 2)."""
+    from planner.compiler import compile_plan
+    from planner.errors import PlanError, UserInputError
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserInputError(f"cannot read plan file {str(path)!r}: {exc.strerror}") from None
+    try:
+        return compile_plan(raw, strict=True).plan.to_json_dict()
+    except PlanError as exc:
+        raise PlanError(f"plan file {str(path)!r}: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_prefect(args.verbose)
+
+    from planner.errors import PlanflowError, UserInputError
+    from planner.run_keys import default_run_key, fresh_run_key, normalise_goal
+
+    try:
+        goal = normalise_goal(args.goal)
+        plan = _load_plan(args.plan) if args.plan else None
+    except UserInputError as exc:
+        return _fail(str(exc), EXIT_BAD_INPUT)
+    run_key = args.run_key or (fresh_run_key(goal) if args.fresh else default_run_key(goal))
+
+    import asyncio
+
+    from rich.console import Console
+
+    from flows.display import LiveRunView
+    from flows.plan_and_execute import plan_and_execute
+    from planner.ledger import Ledger
+    from planner.report import build_report
+    from planner.settings import PlanflowSettings
+
+    console = Console(stderr=True)
+    try:
+        settings = PlanflowSettings()
+        ledger = Ledger(settings.ledger_url)
+    except Exception as exc:
+        return _fail(f"cannot open the ledger: {exc}", EXIT_BAD_INPUT)
+
+    started = time.monotonic()
+    view = LiveRunView(ledger, run_key, console) if not args.quiet else None
+    if view is not None and settings.uses_embedded_model and args.model in (None, "embedded"):
+        view.note = f"starting the embedded model and planning {run_key} …"
+    try:
+        if view is not None:
+            view.__enter__()
+        try:
+            state = asyncio.run(
+                plan_and_execute(
+                    goal=goal,
+                    run_key=run_key,
+                    plan=plan,
+                    model=args.model,
+                    max_parallel=args.max_parallel,
+                    max_retries=args.max_retries,
+                    return_state=True,
+                )
+            )
+        finally:
+            if view is not None:
+                view.__exit__(None, None, None)
+    except KeyboardInterrupt:
+        return _fail(f"interrupted; resume with --run-key {run_key}", EXIT_INTERRUPTED)
+
+    outcome = state.result(raise_on_failure=False) if state.is_completed() or state.is_failed() else None
+    if args.report and ledger.run(run_key) is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(build_report(ledger, run_key), indent=2) + "\n")
+
+    if state.is_completed() and isinstance(outcome, dict):
+        print(outcome["answer"])
+        if not args.quiet:
+            totals = ledger.llm_totals(run_key)
+            console.print(
+                f"[green]completed[/] run {run_key} in {time.monotonic() - started:.1f}s · "
+                f"{totals['calls']} model calls · {totals['prompt_tokens'] + totals['completion_tokens']} tokens",
+                highlight=False,
+            )
+        return EXIT_COMPLETED
+    if isinstance(outcome, UserInputError):
+        return _fail(str(outcome), EXIT_BAD_INPUT)
+    if isinstance(outcome, PlanflowError):
+        return _fail(f"{outcome} (run {run_key}; re-run with --run-key {run_key} to resume)", EXIT_FAILED)
+    detail = f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else state.name
+    return _fail(f"run {run_key} ended {state.name}: {detail}", EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

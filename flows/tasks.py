@@ -1,0 +1,212 @@
+"""The Prefect tasks of a run: planning, one task per plan node, and synthesis.
+
+Each is persisted and content-addressed (see `planner.cache_keys`), so a re-run
+with the same run key replays finished work as `Cached` instead of paying for
+it again. Retries are Prefect's own and apply to transient model errors only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import task
+from prefect.tasks import exponential_backoff
+from pydantic import BaseModel, ConfigDict
+
+from flows.runtime import current_resources
+from planner.cache_keys import node_cache_key, plan_cache_key, synthesis_cache_key
+from planner.compiler import CompiledPlan, compile_plan
+from planner.errors import PlanError, TransientLLMError
+from planner.llm import Completion
+from planner.models import NodeOutcome, Plan, Task, positional_plan_schema, strict_json_schema
+from planner.prompts import (
+    PROMPT_VERSION,
+    execution_messages,
+    planning_messages,
+    planning_retry_messages,
+    synthesis_messages,
+    truncate,
+)
+from planner.settings import PlanflowSettings
+
+__all__ = [
+    "NodeSpec",
+    "PlanningSpec",
+    "SynthesisSpec",
+    "execute_node",
+    "make_plan",
+    "retry_options",
+    "synthesize_answer",
+]
+
+
+class PlanningSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_key: str
+    goal: str
+    model: str
+    max_tasks: int
+    max_tokens: int
+    positional_schema: bool = False  # small local models: a grammar that admits only DAGs
+    prompt_version: str = PROMPT_VERSION
+
+
+class NodeSpec(BaseModel):
+    """Everything that defines one node's work; its cache key is derived from it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_key: str
+    goal: str
+    task: Task
+    dependencies: tuple[Task, ...]
+    model: str
+    plan_version: int
+    context_chars: int
+    result_chars: int
+    max_tokens: int
+    prompt_version: str = PROMPT_VERSION
+
+
+class SynthesisSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_key: str
+    goal: str
+    sinks: tuple[Task, ...]
+    model: str
+    context_chars: int
+    max_tokens: int
+    prompt_version: str = PROMPT_VERSION
+
+
+def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what retrying can fix; a 400 or a bad plan fails at once."""
+    return isinstance(state.result(raise_on_failure=False), TransientLLMError)
+
+
+def retry_options(settings: PlanflowSettings) -> dict[str, Any]:
+    """Prefect retry options for every model-calling task, from one place."""
+    delays = (
+        exponential_backoff(backoff_factor=settings.retry_backoff)(settings.max_retries)
+        if settings.max_retries
+        else 0
+    )
+    return {
+        "retries": settings.max_retries,
+        "retry_delay_seconds": delays,
+        "retry_jitter_factor": settings.retry_jitter or None,
+        "retry_condition_fn": _is_transient,
+    }
+
+
+def _call_model(**kwargs: Any) -> Completion:
+    """One model call from a task thread, honouring `Retry-After` before Prefect retries."""
+    resources = current_resources()
+    try:
+        return resources.call(resources.llm.complete(**kwargs))
+    except TransientLLMError as exc:
+        # Prefect's backoff comes on top; Retry-After (already capped) is the floor.
+        if exc.retry_after:
+            time.sleep(exc.retry_after)
+        raise
+
+
+# -- planning ------------------------------------------------------------------
+
+
+def _plan_key(context: Any, parameters: dict[str, Any]) -> str:
+    spec: PlanningSpec = parameters["spec"]
+    return plan_cache_key(
+        run_key=spec.run_key,
+        goal=spec.goal,
+        model=spec.model,
+        prompt_version=spec.prompt_version,
+        max_tasks=spec.max_tasks,
+        schema="positional" if spec.positional_schema else "open",
+    )
+
+
+@task(name="plan", task_run_name="plan", persist_result=True, cache_key_fn=_plan_key)
+def make_plan(spec: PlanningSpec) -> CompiledPlan:
+    """Ask the model for a plan and compile it; on a defect, ask once more with the error."""
+    schema = positional_plan_schema(spec.max_tasks) if spec.positional_schema else strict_json_schema(Plan)
+
+    def ask(messages: list[dict[str, str]]) -> str:
+        return _call_model(messages=messages, purpose="plan", max_tokens=spec.max_tokens, json_schema=schema).text
+
+    answer = ask(planning_messages(spec.goal))
+    try:
+        return compile_plan(answer, max_tasks=spec.max_tasks)
+    except PlanError as first_error:
+        answer = ask(planning_retry_messages(spec.goal, answer, str(first_error)))
+        try:
+            return compile_plan(answer, max_tasks=spec.max_tasks)
+        except PlanError as second_error:
+            raise second_error from None
+
+
+# -- nodes ---------------------------------------------------------------------
+
+
+def _node_key(context: Any, parameters: dict[str, Any]) -> str:
+    spec: NodeSpec = parameters["spec"]
+    upstream: dict[str, NodeOutcome] = parameters["upstream"]
+    return node_cache_key(
+        run_key=spec.run_key,
+        node_id=spec.task.id,
+        goal=spec.goal,
+        description=spec.task.description,
+        model=spec.model,
+        prompt_version=spec.prompt_version,
+        upstream_results={dep: outcome.output for dep, outcome in upstream.items()},
+    )
+
+
+@task(name="node", persist_result=True, cache_key_fn=_node_key)
+def execute_node(spec: NodeSpec, upstream: dict[str, NodeOutcome]) -> NodeOutcome:
+    """Run one plan node: the goal, its task and its direct dependencies' results only."""
+    resources = current_resources()
+    resources.ledger.node_attempt_started(spec.run_key, spec.task.id)
+    messages = execution_messages(
+        spec.goal,
+        spec.task,
+        {dep: outcome.output for dep, outcome in upstream.items()},
+        {t.id: t for t in spec.dependencies},
+        spec.context_chars,
+    )
+    completion = _call_model(messages=messages, purpose="node", node_id=spec.task.id, max_tokens=spec.max_tokens)
+    output = truncate(completion.text, spec.result_chars)
+    return NodeOutcome(
+        node_id=spec.task.id,
+        output=output,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        truncated=output != completion.text,
+    )
+
+
+# -- synthesis -----------------------------------------------------------------
+
+
+def _synthesis_key(context: Any, parameters: dict[str, Any]) -> str:
+    spec: SynthesisSpec = parameters["spec"]
+    sinks: dict[str, NodeOutcome] = parameters["sink_outcomes"]
+    return synthesis_cache_key(
+        run_key=spec.run_key,
+        goal=spec.goal,
+        model=spec.model,
+        prompt_version=spec.prompt_version,
+        sink_results={k: v.output for k, v in sinks.items()},
+    )
+
+
+@task(name="synthesize", task_run_name="synthesize answer", persist_result=True, cache_key_fn=_synthesis_key)
+def synthesize_answer(spec: SynthesisSpec, sink_outcomes: dict[str, NodeOutcome]) -> str:
+    """Write the run's answer from the sink nodes' results."""
+    messages = synthesis_messages(
+        spec.goal, [(t, sink_outcomes[t.id].output) for t in spec.sinks], spec.context_chars
+    )
+    return _call_model(messages=messages, purpose="synthesis", max_tokens=spec.max_tokens).text

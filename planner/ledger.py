@@ -1,0 +1,279 @@
+"""The ledger: the user's own queryable record of runs, plan versions, nodes and model calls.
+
+Prefect keeps its state in its own database; this is the copy a person (or a
+script) can query with plain SQL, and it outlives Prefect's retention. SQLite in
+`PLANFLOW_HOME` by default; any SQLAlchemy URL via `PLANFLOW_DATABASE_URL`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, func, text
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+from planner.llm import LLMCall
+from planner.models import Plan, Repair
+
+__all__ = ["Ledger", "LLMCallRecord", "NodeRecord", "PlanVersionRecord", "RunRecord", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class RunRecord(SQLModel, table=True):
+    __tablename__ = "runs"
+
+    run_key: str = Field(primary_key=True)
+    goal: str
+    status: str = Field(default="running", index=True)  # running | completed | failed
+    flow_run_id: str | None = None
+    model: str | None = None
+    answer: str | None = None
+    error: str | None = None
+    plan_version: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class PlanVersionRecord(SQLModel, table=True):
+    __tablename__ = "plan_versions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_key: str = Field(index=True)
+    version: int
+    reason: str
+    action: str | None = None
+    failed_node: str | None = None
+    plan_json: str
+    repairs_json: str = "[]"
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class NodeRecord(SQLModel, table=True):
+    __tablename__ = "nodes"
+
+    run_key: str = Field(primary_key=True)
+    node_id: str = Field(primary_key=True)
+    plan_version: int = 1
+    position: int = 0
+    description: str
+    depends_on_json: str = "[]"
+    status: str = "pending"  # pending | running | completed | cached | failed | skipped
+    attempts: int = 0
+    cached: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    result: str | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class LLMCallRecord(SQLModel, table=True):
+    __tablename__ = "llm_calls"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_key: str = Field(index=True)
+    purpose: str  # plan | node | synthesis | replan
+    node_id: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the display read while nodes write; the busy timeout rides out write bursts.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Ledger:
+    """Reads and writes the ledger. Safe to share between threads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = self._make_engine(url)
+        SQLModel.metadata.create_all(self.engine)
+
+    @staticmethod
+    def _make_engine(url: str) -> Engine:
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+
+    def check(self) -> None:
+        """Fail fast, with the database's own error, if the ledger is unreachable."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- runs --------------------------------------------------------------------
+
+    def start_run(self, run_key: str, goal: str, *, flow_run_id: str | None, model: str) -> RunRecord:
+        """Create the run, or mark an existing one running again (a resume)."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            run = s.get(RunRecord, run_key)
+            if run is None:
+                run = RunRecord(run_key=run_key, goal=goal)
+            run.status, run.error, run.finished_at = "running", None, None
+            run.flow_run_id, run.model, run.started_at = flow_run_id, model, utcnow()
+            s.add(run)
+            s.commit()
+            return run
+
+    def finish_run(self, run_key: str, *, status: str, answer: str | None = None, error: str | None = None) -> None:
+        with Session(self.engine) as s:
+            run = s.get(RunRecord, run_key)
+            if run is None:
+                return
+            run.status, run.answer, run.error, run.finished_at = status, answer, error, utcnow()
+            s.add(run)
+            s.commit()
+
+    def run(self, run_key: str) -> RunRecord | None:
+        with Session(self.engine, expire_on_commit=False) as s:
+            return s.get(RunRecord, run_key)
+
+    def runs(self, limit: int = 50) -> list[RunRecord]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            return list(s.exec(select(RunRecord).order_by(RunRecord.started_at.desc()).limit(limit)))
+
+    # -- plan versions -----------------------------------------------------------
+
+    def record_plan_version(
+        self,
+        run_key: str,
+        version: int,
+        plan: Plan,
+        repairs: Iterable[Repair],
+        *,
+        reason: str,
+        action: str | None = None,
+        failed_node: str | None = None,
+    ) -> None:
+        """Store a plan version (once; a resume re-records the same version harmlessly)
+        and register its tasks as pending nodes."""
+        with Session(self.engine) as s:
+            existing = s.exec(
+                select(PlanVersionRecord).where(
+                    PlanVersionRecord.run_key == run_key, PlanVersionRecord.version == version
+                )
+            ).first()
+            if existing is None:
+                s.add(
+                    PlanVersionRecord(
+                        run_key=run_key,
+                        version=version,
+                        reason=reason,
+                        action=action,
+                        failed_node=failed_node,
+                        plan_json=plan.model_dump_json(),
+                        repairs_json=json.dumps([r.model_dump() for r in repairs]),
+                    )
+                )
+            for position, task in enumerate(plan.tasks):
+                node = s.get(NodeRecord, (run_key, task.id))
+                if node is None:
+                    s.add(
+                        NodeRecord(
+                            run_key=run_key,
+                            node_id=task.id,
+                            plan_version=version,
+                            position=version * 10_000 + position,
+                            description=task.description,
+                            depends_on_json=json.dumps(list(task.depends_on)),
+                        )
+                    )
+            run = s.get(RunRecord, run_key)
+            if run is not None:
+                run.plan_version = max(run.plan_version, version)
+                s.add(run)
+            s.commit()
+
+    def plan_versions(self, run_key: str) -> list[PlanVersionRecord]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            query = select(PlanVersionRecord).where(PlanVersionRecord.run_key == run_key)
+            return list(s.exec(query.order_by(PlanVersionRecord.version)))
+
+    # -- nodes -------------------------------------------------------------------
+
+    def _update_node(self, run_key: str, node_id: str, **changes: Any) -> None:
+        with Session(self.engine) as s:
+            node = s.get(NodeRecord, (run_key, node_id))
+            if node is None:
+                return
+            for key, value in changes.items():
+                if key == "attempts_increment":
+                    node.attempts += value
+                else:
+                    setattr(node, key, value)
+            s.add(node)
+            s.commit()
+
+    def node_attempt_started(self, run_key: str, node_id: str) -> None:
+        self._update_node(
+            run_key, node_id, status="running", attempts_increment=1, started_at=utcnow(), error=None
+        )
+
+    def node_completed(
+        self, run_key: str, node_id: str, *, result: str, prompt_tokens: int, completion_tokens: int, cached: bool
+    ) -> None:
+        changes: dict[str, Any] = {"status": "cached" if cached else "completed", "cached": cached, "result": result}
+        if not cached:  # a replayed node keeps the tokens and times of the run that paid for it
+            changes.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, finished_at=utcnow())
+        self._update_node(run_key, node_id, **changes)
+
+    def node_failed(self, run_key: str, node_id: str, error: str) -> None:
+        self._update_node(run_key, node_id, status="failed", error=error, finished_at=utcnow())
+
+    def node_skipped(self, run_key: str, node_id: str, reason: str) -> None:
+        self._update_node(run_key, node_id, status="skipped", error=reason)
+
+    def nodes(self, run_key: str) -> list[NodeRecord]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            query = select(NodeRecord).where(NodeRecord.run_key == run_key)
+            return list(s.exec(query.order_by(NodeRecord.position)))
+
+    # -- model calls -------------------------------------------------------------
+
+    def record_llm_call(self, run_key: str, call: LLMCall) -> None:
+        with Session(self.engine) as s:
+            s.add(
+                LLMCallRecord(
+                    run_key=run_key,
+                    purpose=call.purpose,
+                    node_id=call.node_id,
+                    prompt_tokens=call.prompt_tokens,
+                    completion_tokens=call.completion_tokens,
+                    seconds=call.seconds,
+                    error=call.error,
+                )
+            )
+            s.commit()
+
+    def llm_totals(self, run_key: str) -> dict[str, int]:
+        with Session(self.engine) as s:
+            row = s.exec(
+                select(
+                    func.count(LLMCallRecord.id),
+                    func.coalesce(func.sum(LLMCallRecord.prompt_tokens), 0),
+                    func.coalesce(func.sum(LLMCallRecord.completion_tokens), 0),
+                ).where(LLMCallRecord.run_key == run_key)
+            ).one()
+            return {"calls": int(row[0]), "prompt_tokens": int(row[1]), "completion_tokens": int(row[2])}

@@ -1,0 +1,202 @@
+"""The language-model client: the `openai` SDK (async), with errors classified.
+
+One retry layer only: the SDK's own retries are off (`max_retries=0`) and every
+failure becomes a `TransientLLMError` (worth retrying: 429, 5xx, timeouts,
+dropped connections) or a `PermanentLLMError` (anything else). Prefect does the
+backoff. Error messages are built here, from status and body, with the API key
+redacted, so no secret reaches a log, a report or a ledger row.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+
+from planner.errors import LLMError, PermanentLLMError, TransientLLMError
+
+__all__ = ["Completion", "LLMCall", "LLMClient", "classify_error", "parse_retry_after", "redact"]
+
+_TRANSIENT_STATUS = {408, 409, 425, 429}
+_MAX_ERROR_TEXT = 300
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class LLMCall:
+    """One call as the ledger records it: what it was for, what it cost, how it ended."""
+
+    purpose: str
+    node_id: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    error: str | None = None
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """Replace every secret (and anything that looks like a bearer token) in `text`."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    return re.sub(r"(?i)(bearer\s+)[^\s\"',;]+", r"\1[redacted]", text)
+
+
+def parse_retry_after(headers: httpx.Headers | None, cap: float) -> float | None:
+    """Seconds to wait from `Retry-After` (seconds or HTTP date) or `retry-after-ms`, capped."""
+    if headers is None:
+        return None
+    value: float | None = None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            value = float(ms) / 1000
+        except ValueError:
+            value = None
+    if value is None and (raw := headers.get("retry-after")) is not None:
+        try:
+            value = float(raw)
+        except ValueError:
+            try:
+                parsed = email.utils.parsedate_to_datetime(raw)
+            except (TypeError, ValueError):  # neither seconds nor a date: ignore it
+                parsed = None
+            value = parsed.timestamp() - time.time() if parsed else None
+    if value is None or value != value:  # absent or NaN
+        return None
+    return min(max(value, 0.0), cap)
+
+
+def _body_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(err, str):
+            return err
+    try:
+        return exc.response.text
+    except Exception:  # pragma: no cover - a body that cannot even be read
+        return ""
+
+
+def classify_error(exc: BaseException, *, secrets: Sequence[str] = (), retry_after_cap: float = 60.0) -> LLMError:
+    """Map an SDK (or transport) exception to a transient or permanent `LLMError`."""
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return TransientLLMError("the model call timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return TransientLLMError(redact(f"could not reach the model: {type(cause).__name__}: {cause}", secrets)[:_MAX_ERROR_TEXT])
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        text = redact(" ".join(_body_message(exc).split()), secrets)[:_MAX_ERROR_TEXT]
+        message = f"HTTP {status} from the model: {text}" if text else f"HTTP {status} from the model"
+        if status in _TRANSIENT_STATUS or status >= 500:
+            return TransientLLMError(message, parse_retry_after(exc.response.headers, retry_after_cap))
+        return PermanentLLMError(message)
+    if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
+        # A 200 whose body is not a chat completion: a proxy or server glitch.
+        return TransientLLMError(redact(f"unreadable response from the model: {type(exc).__name__}", secrets))
+    if isinstance(exc, httpx.TransportError):
+        return TransientLLMError(redact(f"transport error: {type(exc).__name__}: {exc}", secrets)[:_MAX_ERROR_TEXT])
+    return PermanentLLMError(redact(f"{type(exc).__name__}: {exc}", secrets)[:_MAX_ERROR_TEXT])
+
+
+class LLMClient:
+    """An OpenAI-compatible chat client that classifies errors and reports usage.
+
+    `on_call` receives an `LLMCall` after every attempt, successful or not; the
+    flow uses it to keep the ledger's per-call record.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        model: str,
+        timeout: float = 120.0,
+        retry_after_cap: float = 60.0,
+        on_call: Callable[[LLMCall], None] | None = None,
+    ) -> None:
+        self.model = model
+        self._api_key = api_key
+        self._retry_after_cap = retry_after_cap
+        self._on_call = on_call
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        purpose: str,
+        node_id: str | None = None,
+        max_tokens: int | None = None,
+        json_schema: dict[str, Any] | None = None,
+        schema_name: str = "plan",
+    ) -> Completion:
+        """One chat completion; with `json_schema`, strict structured output is requested."""
+        kwargs: dict[str, Any] = {}
+        if json_schema is not None:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema_name, "strict": True, "schema": json_schema},
+            }
+        if max_tokens is not None:
+            kwargs["max_tokens"] = max_tokens
+        started = time.monotonic()
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.model, messages=messages, **kwargs  # type: ignore[arg-type]
+            )
+            completion = self._unpack(response)
+        except Exception as exc:
+            error = classify_error(exc, secrets=[self._api_key], retry_after_cap=self._retry_after_cap)
+            self._record(purpose, node_id, 0, 0, started, str(error))
+            raise error from None
+        self._record(purpose, node_id, completion.prompt_tokens, completion.completion_tokens, started, None)
+        return completion
+
+    def _unpack(self, response: Any) -> Completion:
+        if not getattr(response, "choices", None):
+            raise TransientLLMError("the model's response had no choices")
+        choice = response.choices[0]
+        message = choice.message
+        if getattr(message, "refusal", None):
+            raise PermanentLLMError(f"the model refused: {message.refusal[:_MAX_ERROR_TEXT]}")
+        if choice.finish_reason == "content_filter":
+            raise PermanentLLMError("the model's answer was blocked by its content filter")
+        text = message.content or ""
+        if not text.strip():
+            raise PermanentLLMError("the model returned an empty answer")
+        usage = response.usage
+        return Completion(
+            text=text,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            finish_reason=choice.finish_reason,
+        )
+
+    def _record(self, purpose: str, node_id: str | None, p: int, c: int, started: float, error: str | None) -> None:
+        if self._on_call is not None:
+            self._on_call(LLMCall(purpose, node_id, p, c, time.monotonic() - started, error))

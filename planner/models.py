@@ -1,0 +1,159 @@
+"""Plan models: what a planner returns and what the executor runs.
+
+The field descriptions are part of the product: they become the JSON schema the
+planner model is asked to follow. Models are frozen so that plans hash stably
+and cache keys built from them never drift.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from planner.graph import DependencyGraph
+
+__all__ = ["NodeOutcome", "Plan", "Repair", "Task", "positional_plan_schema", "strict_json_schema"]
+
+
+class Task(BaseModel):
+    """One step of a plan."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(description="Short unique id of this task, e.g. 't1'.")
+    description: str = Field(
+        description="What to do in this step, self-contained and specific to the goal."
+    )
+    depends_on: tuple[str, ...] = Field(
+        default=(),
+        description="Ids of the tasks whose results this task needs. Empty if none.",
+    )
+
+
+class Plan(BaseModel):
+    """A validated task DAG: unique ids, known dependencies, no self-loops, no cycles."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tasks: tuple[Task, ...] = Field(
+        description="The tasks, each depending only on tasks listed in this plan."
+    )
+
+    @model_validator(mode="after")
+    def _is_a_dag(self) -> Plan:
+        ids = [t.id for t in self.tasks]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate task ids in {ids}")
+        DependencyGraph({t.id: t.depends_on for t in self.tasks})
+        return self
+
+    @cached_property
+    def graph(self) -> DependencyGraph:
+        return DependencyGraph({t.id: t.depends_on for t in self.tasks})
+
+    @cached_property
+    def by_id(self) -> dict[str, Task]:
+        return {t.id: t for t in self.tasks}
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Repair(BaseModel):
+    """One change the compiler made to a model-made plan, kept in the run's repair log."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = Field(description="Machine-readable kind, e.g. 'dropped_unknown_dependency'.")
+    task_id: str | None = Field(default=None, description="The task it concerns, if any.")
+    detail: str = Field(description="What was changed, for people.")
+
+
+class NodeOutcome(BaseModel):
+    """The persisted result of one executed plan node."""
+
+    model_config = ConfigDict(frozen=True)
+
+    node_id: str
+    output: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    truncated: bool = Field(
+        default=False, description="True if the model's output was cut to the stored-size cap."
+    )
+
+
+def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema in the form OpenAI's strict structured output accepts.
+
+    Strict mode wants every property required, `additionalProperties: false` on
+    every object and no defaults; `$ref`s are inlined because some
+    OpenAI-compatible servers (llama.cpp grammars among them) handle them poorly.
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def fix(node: Any) -> Any:
+        if isinstance(node, list):
+            return [fix(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return fix(copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]]))
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in ("default", "title"):
+                continue
+            if key == "properties":
+                out[key] = {name: fix(sub) for name, sub in value.items()}
+            else:
+                out[key] = fix(value)
+        if out.get("type") == "object":
+            out["additionalProperties"] = False
+            out["required"] = list(out.get("properties", {}))
+        return out
+
+    return fix(schema)
+
+
+def positional_plan_schema(max_tasks: int, *, description_chars: int = 200) -> dict[str, Any]:
+    """A plan schema that only admits DAGs: task i is `t<i>` and may depend only on t1..t<i-1>.
+
+    For small local models (the embedded SmolLM2), whose free-form plans often
+    hold cycles and invented ids: the grammar makes those unwritable. It uses
+    `prefixItems`, which llama.cpp's grammar compiler supports but OpenAI's
+    strict mode does not, so hosted models get `strict_json_schema(Plan)`.
+    """
+
+    def task_schema(position: int) -> dict[str, Any]:
+        earlier = [f"t{j}" for j in range(1, position)]
+        deps: dict[str, Any] = {"type": "array", "items": {"type": "string"}, "maxItems": 0}
+        if earlier:
+            deps = {"type": "array", "items": {"type": "string", "enum": earlier}, "maxItems": min(len(earlier), 4)}
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["id", "description", "depends_on"],
+            "properties": {
+                "id": {"type": "string", "const": f"t{position}"},
+                "description": {"type": "string", "maxLength": description_chars},
+                "depends_on": deps,
+            },
+        }
+
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["tasks"],
+        "properties": {
+            "tasks": {
+                "type": "array",
+                "prefixItems": [task_schema(i) for i in range(1, max_tasks + 1)],
+                "minItems": 1,
+                "maxItems": max_tasks,
+            }
+        },
+    }

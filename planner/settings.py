@@ -1,0 +1,89 @@
+"""Settings, read from the environment (prefix `PLANFLOW_`) and passed in explicitly.
+
+The OpenAI endpoint uses the SDK's own variable names (`OPENAI_BASE_URL`,
+`OPENAI_API_KEY`) so an existing setup works unchanged. When neither is set,
+Planflow uses the embedded model: no key, no network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["EMBEDDED", "PlanflowSettings"]
+
+EMBEDDED = "embedded"
+"""The `model` value that selects the bundled SmolLM2 model."""
+
+
+class PlanflowSettings(BaseSettings):
+    """Everything a run can be configured with. Every field is an env var."""
+
+    model_config = SettingsConfigDict(env_prefix="PLANFLOW_", extra="ignore", frozen=True)
+
+    home: Path = Field(
+        default=Path("~/.planflow"),
+        description="Planflow's own directory: the SQLite ledger and the embedded model's log.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the ledger; default sqlite:///<home>/planflow.db.",
+    )
+    base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "PLANFLOW_BASE_URL"),
+        description="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_API_KEY", "PLANFLOW_API_KEY"),
+        description="API key for the endpoint. Never logged or stored.",
+    )
+    model: str | None = Field(
+        default=None,
+        description="Model name; 'embedded' for the bundled SmolLM2; default gpt-4o-mini "
+        "with an endpoint, else embedded.",
+    )
+    max_tasks: int = Field(default=12, ge=1, description="Most tasks a model-made plan may have.")
+    max_parallel: int = Field(default=4, ge=1, description="Most nodes running at once.")
+    max_retries: int = Field(default=3, ge=0, description="Retries of a node after a transient error.")
+    retry_backoff: float = Field(
+        default=1.0, ge=0, description="Base of the exponential backoff between retries, seconds."
+    )
+    retry_jitter: float = Field(default=0.5, ge=0, description="Jitter factor added to each backoff.")
+    retry_after_cap: float = Field(
+        default=60.0, ge=0, description="Longest Retry-After (seconds) honoured; longer is capped."
+    )
+    request_timeout: float = Field(default=120.0, gt=0, description="Timeout of one model call, seconds.")
+    plan_max_tokens: int = Field(default=1024, ge=64, description="Completion token cap for planning.")
+    node_max_tokens: int = Field(default=512, ge=16, description="Completion token cap for a node.")
+    context_chars: int = Field(
+        default=4000, ge=100, description="Characters of each dependency's result passed to a node."
+    )
+    result_chars: int = Field(
+        default=20000, ge=100, description="Characters of a node's output kept; the rest is cut."
+    )
+    embedded_ctx: int = Field(default=8192, ge=512, description="Context size of the embedded model.")
+    embedded_threads: int = Field(default=2, ge=1, description="CPU threads of the embedded model.")
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def uses_embedded_model(self) -> bool:
+        if self.model is not None:
+            return self.model == EMBEDDED
+        return self.base_url is None and self.api_key is None
+
+    @property
+    def ledger_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'planflow.db'}"
+
+    @property
+    def model_name(self) -> str:
+        """The model to request from an OpenAI-compatible endpoint."""
+        return self.model or "gpt-4o-mini"
