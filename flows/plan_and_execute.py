@@ -3,19 +3,22 @@
 Run it locally with `python flows/run.py "goal"`, or as a deployment (see
 prefect.yaml). Every node is a persisted, content-addressed Prefect task, so a
 run killed at any moment and started again with the same run key replays
-finished nodes (state Cached) and pays only for what is left.
+finished nodes (state Cached) and pays only for what is left. When a node fails
+for good, the replan subflow rewrites the remaining graph (bounded by
+`max_replans`) and the new version runs in the same flow run.
 """
 
 from __future__ import annotations
 
-import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as current_flow_run
 
 from flows.executor import ExecutionResult, execute_plan
-from flows.runtime import RunResources, open_resources
+from flows.replan import ReplanSpec, replan
+from flows.runtime import RunResources, await_result, open_resources
 from flows.tasks import (
     NodeSpec,
     PlanningSpec,
@@ -26,7 +29,7 @@ from flows.tasks import (
     synthesize_answer,
 )
 from planner.compiler import CompiledPlan, compile_plan
-from planner.errors import PlanflowError, RunFailedError
+from planner.errors import PlanflowError, RunFailedError, UserInputError
 from planner.ledger import Ledger
 from planner.models import NodeOutcome, Plan
 from planner.run_keys import default_run_key, normalise_goal
@@ -47,6 +50,15 @@ def _settings(**overrides: Any) -> PlanflowSettings:
     return PlanflowSettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+@dataclass
+class _Position:
+    """Where a run stands: the plan version to execute and the replans already spent."""
+
+    plan: Plan
+    version: int
+    replans_used: int
+
+
 @flow(name="plan-and-execute", flow_run_name=_flow_run_name, log_prints=True)
 async def plan_and_execute(
     goal: str,
@@ -55,40 +67,69 @@ async def plan_and_execute(
     model: str | None = None,
     max_parallel: int | None = None,
     max_retries: int | None = None,
+    replan_on_failure: bool | None = None,
+    max_replans: int | None = None,
 ) -> dict[str, Any]:
     """Plan `goal` (or run the given `plan`), execute every task, and synthesise an answer.
 
     Parameters left as None take their value from the environment (`PLANFLOW_*`).
-    Returns {"run_key", "status", "answer"}; raises `RunFailedError` if a node
-    fails for good, or a `PlanError` if no valid plan could be made.
+    Returns {"run_key", "status", "answer", "plan_version"}; raises `RunFailedError`
+    if a node fails for good and no replan is left, or a `PlanError` if no valid
+    plan could be made.
     """
     goal = normalise_goal(goal)
     run_key = run_key or default_run_key(goal)
-    settings = _settings(model=model, max_parallel=max_parallel, max_retries=max_retries)
+    settings = _settings(
+        model=model,
+        max_parallel=max_parallel,
+        max_retries=max_retries,
+        replan_on_failure=replan_on_failure,
+        max_replans=max_replans,
+    )
     user_plan = compile_plan(plan, strict=True) if plan is not None else None
     ledger = Ledger(settings.ledger_url)
-    logger = get_run_logger()
+    _check_run_key(ledger, run_key, goal)
     with open_resources(settings, run_key, ledger) as resources:
         ledger.start_run(run_key, goal, flow_run_id=str(current_flow_run.id), model=resources.model)
         try:
-            compiled = user_plan or await _make_plan(resources, goal)
-            ledger.record_plan_version(
-                run_key,
-                1,
-                compiled.plan,
-                compiled.repairs,
-                reason="plan given by the user" if user_plan else "initial plan",
-            )
-            logger.info("Plan v1 for %s: %d tasks, %d repairs", run_key, len(compiled.plan.tasks), len(compiled.repairs))
-            execution = await _execute(resources, goal, compiled.plan, version=1)
-            if not execution.ok:
-                raise _run_failed(resources, compiled.plan, execution)
-            answer = await _synthesize(resources, goal, compiled.plan, execution)
+            position = await _starting_position(resources, goal, user_plan)
+            position, execution = await _execute_with_replans(resources, goal, position)
+            answer = await _synthesize(resources, goal, position.plan, execution)
         except PlanflowError as exc:
             ledger.finish_run(run_key, status="failed", error=str(exc))
             raise
         ledger.finish_run(run_key, status="completed", answer=answer)
-        return {"run_key": run_key, "status": "completed", "answer": answer}
+        return {"run_key": run_key, "status": "completed", "answer": answer, "plan_version": position.version}
+
+
+def _check_run_key(ledger: Ledger, run_key: str, goal: str) -> None:
+    existing = ledger.run(run_key)
+    if existing is not None and existing.goal != goal:
+        raise UserInputError(
+            f"run key {run_key!r} belongs to another goal ({existing.goal[:60]!r}): "
+            "pick another --run-key, or --fresh"
+        )
+
+
+async def _starting_position(resources: RunResources, goal: str, user_plan: CompiledPlan | None) -> _Position:
+    """Resume from the ledger's latest plan version, or make (or take) the first plan."""
+    ledger, run_key = resources.ledger, resources.run_key
+    versions = ledger.plan_versions(run_key)
+    replans_used = sum(1 for v in versions if v.action)
+    if versions:
+        latest = versions[-1]
+        stored_first = Plan.model_validate_json(versions[0].plan_json)
+        if user_plan is None or user_plan.plan == stored_first:
+            get_run_logger().info("Resuming %s at plan v%d", run_key, latest.version)
+            return _Position(Plan.model_validate_json(latest.plan_json), latest.version, replans_used)
+        version = latest.version + 1
+        ledger.record_plan_version(run_key, version, user_plan.plan, user_plan.repairs, reason="plan changed by the user")
+        return _Position(user_plan.plan, version, replans_used)
+    compiled = user_plan or await _make_plan(resources, goal)
+    reason = "plan given by the user" if user_plan else "initial plan"
+    ledger.record_plan_version(run_key, 1, compiled.plan, compiled.repairs, reason=reason)
+    get_run_logger().info("Plan v1: %d tasks, %d repairs", len(compiled.plan.tasks), len(compiled.repairs))
+    return _Position(compiled.plan, 1, 0)
 
 
 async def _make_plan(resources: RunResources, goal: str) -> CompiledPlan:
@@ -101,14 +142,73 @@ async def _make_plan(resources: RunResources, goal: str) -> CompiledPlan:
         max_tokens=settings.plan_max_tokens,
         positional_schema=resources.embedded,
     )
-    future = make_plan.with_options(**retry_options(settings)).submit(spec)
-    return await _result(future)
+    return await await_result(make_plan.with_options(**retry_options(settings)).submit(spec))
 
 
-async def _result(future: Any) -> Any:
-    """Wait for a submitted task without blocking the flow's event loop."""
-    await asyncio.wrap_future(future.wrapped_future)
-    return future.result()
+async def _execute_with_replans(
+    resources: RunResources, goal: str, position: _Position
+) -> tuple[_Position, ExecutionResult]:
+    """Run the plan; after a permanent failure, replan (bounded) and run the new version."""
+    settings, ledger, run_key = resources.settings, resources.ledger, resources.run_key
+    outcomes: dict[str, NodeOutcome] = {}
+    futures: dict[str, Any] = {}
+    while True:
+        execution = await _execute(resources, goal, position, outcomes, futures)
+        if execution.ok:
+            return position, execution
+        outcomes, futures = execution.outcomes, execution.futures
+        failed_id, error = next(iter(execution.failed.items()))
+        if not settings.replan_on_failure or position.replans_used >= settings.max_replans:
+            for other in execution.not_started:
+                ledger.node_skipped(run_key, other, f"not run: {failed_id} failed")
+            raise RunFailedError(_give_up_message(resources, failed_id, error), node_id=failed_id)
+        spec = ReplanSpec(
+            run_key=run_key,
+            goal=goal,
+            version=position.version + 1,
+            plan=position.plan,
+            completed_results={k: v.output for k, v in outcomes.items() if k in position.plan.by_id},
+            failed=failed_id,
+            error=str(error),
+            model=resources.model,
+            max_tasks=settings.max_tasks,
+            context_chars=settings.context_chars,
+            max_tokens=settings.plan_max_tokens,
+        )
+        outcome = await replan(spec)
+        version = position.version + 1
+        notes = " (the failing task came back unchanged)" if outcome.unchanged else ""
+        ledger.record_plan_version(
+            run_key,
+            version,
+            outcome.plan,
+            outcome.compiled.repairs,
+            reason=f"{outcome.reason}{notes}",
+            action=outcome.action,
+            failed_node=failed_id,
+        )
+        for old, new in outcome.replaced.items():
+            if old != failed_id:
+                ledger.node_skipped(run_key, old, f"replaced in plan v{version}" + (f" by {new}" if new else ""))
+        get_run_logger().warning(
+            "Task %s failed (%s); plan v%d: %s — %s", failed_id, error, version, outcome.action, outcome.reason
+        )
+        position = _Position(outcome.plan, version, position.replans_used + 1)
+
+
+def _give_up_message(resources: RunResources, failed_id: str, error: BaseException) -> str:
+    settings = resources.settings
+    history = [
+        f"v{v.version} {v.action} after {v.failed_node}: {v.reason}"
+        for v in resources.ledger.plan_versions(resources.run_key)
+        if v.action
+    ]
+    message = f"task {failed_id!r} failed: {error}"
+    if not settings.replan_on_failure:
+        return message + " (replanning is off)"
+    used = len(history)
+    message += f"; no replans left ({used} of {settings.max_replans} used)"
+    return message + ("; replan history: " + " | ".join(history) if history else "")
 
 
 def _short(text: str, limit: int = 40) -> str:
@@ -116,8 +216,15 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-async def _execute(resources: RunResources, goal: str, plan: Plan, *, version: int) -> ExecutionResult:
+async def _execute(
+    resources: RunResources,
+    goal: str,
+    position: _Position,
+    outcomes: dict[str, NodeOutcome],
+    futures: dict[str, Any],
+) -> ExecutionResult:
     settings, ledger, run_key = resources.settings, resources.ledger, resources.run_key
+    plan, version = position.plan, position.version
     options = retry_options(settings)
     tags = [f"run:{run_key}", f"plan:v{version}"]
 
@@ -152,15 +259,15 @@ async def _execute(resources: RunResources, goal: str, plan: Plan, *, version: i
         else:
             ledger.node_failed(run_key, node_id, str(error))
 
-    return await execute_plan(plan, submit, max_parallel=settings.max_parallel, on_settled=settled)
-
-
-def _run_failed(resources: RunResources, plan: Plan, execution: ExecutionResult) -> RunFailedError:
-    """Mark what never ran and describe the failure. (The replan subflow hooks in here.)"""
-    node_id, error = next(iter(execution.failed.items()))
-    for other in execution.not_started:
-        resources.ledger.node_skipped(resources.run_key, other, f"not run: {node_id} failed")
-    return RunFailedError(f"task {node_id!r} failed: {error}", node_id=node_id)
+    done = {k: v for k, v in outcomes.items() if k in plan.by_id}
+    return await execute_plan(
+        plan,
+        submit,
+        max_parallel=settings.max_parallel,
+        already_done=done,
+        prior_futures={k: futures[k] for k in done if k in futures},
+        on_settled=settled,
+    )
 
 
 async def _synthesize(resources: RunResources, goal: str, plan: Plan, execution: ExecutionResult) -> str:
@@ -179,4 +286,4 @@ async def _synthesize(resources: RunResources, goal: str, plan: Plan, execution:
     future = synthesize_answer.with_options(**retry_options(settings)).submit(
         spec, {s: execution.futures.get(s, execution.outcomes[s]) for s in sinks}
     )
-    return await _result(future)
+    return await await_result(future)

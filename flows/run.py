@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="model name, or 'embedded' for the bundled SmolLM2")
     parser.add_argument("--max-parallel", type=_positive_int, metavar="N", help="most tasks running at once (default 4)")
     parser.add_argument("--max-retries", type=_non_negative_int, metavar="N", help="retries after a transient error (default 3)")
+    replans = parser.add_mutually_exclusive_group()
+    replans.add_argument("--replan-on-failure", dest="replan_on_failure", action="store_true", default=None,
+                         help="when a task fails for good, let the replanner rewrite the remaining work (default)")
+    replans.add_argument("--no-replan", dest="replan_on_failure", action="store_false",
+                         help="fail the run at the first permanent task failure")
+    parser.add_argument("--max-replans", type=_non_negative_int, metavar="N", help="replans allowed per run (default 2)")
     parser.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report of the run here")
     parser.add_argument("--quiet", action="store_true", help="print only the answer (and errors)")
     parser.add_argument("--verbose", action="store_true", help="show Prefect's logs too")
@@ -150,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                     model=args.model,
                     max_parallel=args.max_parallel,
                     max_retries=args.max_retries,
+                    replan_on_failure=args.replan_on_failure,
+                    max_replans=args.max_replans,
                     return_state=True,
                 )
             )

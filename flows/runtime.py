@@ -25,7 +25,7 @@ from planner.ledger import Ledger
 from planner.llm import LLMClient
 from planner.settings import PlanflowSettings
 
-__all__ = ["LoopThread", "RunResources", "current_resources", "open_resources"]
+__all__ = ["LoopThread", "RunResources", "await_result", "current_resources", "open_resources"]
 
 T = TypeVar("T")
 
@@ -124,3 +124,9 @@ def open_resources(settings: PlanflowSettings, run_key: str, ledger: Ledger) -> 
         loop.close()
         if embedded is not None:
             embedded.stop()
+
+
+async def await_result(future: Any) -> Any:
+    """The result of a submitted Prefect task, awaited without blocking the flow's loop."""
+    await asyncio.wrap_future(future.wrapped_future)
+    return future.result()

@@ -32,6 +32,7 @@ from planner.settings import PlanflowSettings
 
 __all__ = [
     "NodeSpec",
+    "call_model",
     "PlanningSpec",
     "SynthesisSpec",
     "execute_node",
@@ -102,7 +103,7 @@ def retry_options(settings: PlanflowSettings) -> dict[str, Any]:
     }
 
 
-def _call_model(**kwargs: Any) -> Completion:
+def call_model(**kwargs: Any) -> Completion:
     """One model call from a task thread, honouring `Retry-After` before Prefect retries."""
     resources = current_resources()
     try:
@@ -135,7 +136,7 @@ def make_plan(spec: PlanningSpec) -> CompiledPlan:
     schema = positional_plan_schema(spec.max_tasks) if spec.positional_schema else strict_json_schema(Plan)
 
     def ask(messages: list[dict[str, str]]) -> str:
-        return _call_model(messages=messages, purpose="plan", max_tokens=spec.max_tokens, json_schema=schema).text
+        return call_model(messages=messages, purpose="plan", max_tokens=spec.max_tokens, json_schema=schema).text
 
     answer = ask(planning_messages(spec.goal))
     try:
@@ -177,7 +178,7 @@ def execute_node(spec: NodeSpec, upstream: dict[str, NodeOutcome]) -> NodeOutcom
         {t.id: t for t in spec.dependencies},
         spec.context_chars,
     )
-    completion = _call_model(messages=messages, purpose="node", node_id=spec.task.id, max_tokens=spec.max_tokens)
+    completion = call_model(messages=messages, purpose="node", node_id=spec.task.id, max_tokens=spec.max_tokens)
     output = truncate(completion.text, spec.result_chars)
     return NodeOutcome(
         node_id=spec.task.id,
@@ -209,4 +210,4 @@ def synthesize_answer(spec: SynthesisSpec, sink_outcomes: dict[str, NodeOutcome]
     messages = synthesis_messages(
         spec.goal, [(t, sink_outcomes[t.id].output) for t in spec.sinks], spec.context_chars
     )
-    return _call_model(messages=messages, purpose="synthesis", max_tokens=spec.max_tokens).text
+    return call_model(messages=messages, purpose="synthesis", max_tokens=spec.max_tokens).text

@@ -21,7 +21,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 
-__all__ = ["node_cache_key", "plan_cache_key", "synthesis_cache_key"]
+__all__ = ["node_cache_key", "plan_cache_key", "replan_cache_key", "synthesis_cache_key"]
 
 
 def _digest(payload: object) -> str:
@@ -82,3 +82,9 @@ def synthesis_cache_key(
         {"run_key": run_key, "goal": goal, "model": model, "prompt_version": prompt_version, "sinks": dict(sink_results)}
     )
     return f"planflow-answer-{_safe(run_key)}-{digest}"
+
+
+def replan_cache_key(*, run_key: str, version: int, spec: Mapping[str, object]) -> str:
+    """A replan is keyed by its whole failure context (plan, results, error, model, prompts)."""
+    digest = _digest({"run_key": run_key, "version": version, "spec": dict(spec)})
+    return f"planflow-replan-{_safe(run_key)}-v{version}-{digest}"

@@ -168,7 +168,8 @@ class Ledger:
         failed_node: str | None = None,
     ) -> None:
         """Store a plan version (once; a resume re-records the same version harmlessly)
-        and register its tasks as pending nodes."""
+        and register its tasks: new ones as pending; unfinished ones take the new
+        version's description and dependencies; finished ones stay as they are."""
         with Session(self.engine) as s:
             existing = s.exec(
                 select(PlanVersionRecord).where(
@@ -190,16 +191,15 @@ class Ledger:
             for position, task in enumerate(plan.tasks):
                 node = s.get(NodeRecord, (run_key, task.id))
                 if node is None:
-                    s.add(
-                        NodeRecord(
-                            run_key=run_key,
-                            node_id=task.id,
-                            plan_version=version,
-                            position=version * 10_000 + position,
-                            description=task.description,
-                            depends_on_json=json.dumps(list(task.depends_on)),
-                        )
-                    )
+                    node = NodeRecord(run_key=run_key, node_id=task.id, description=task.description)
+                    node.plan_version, node.position = version, version * 10_000 + position
+                elif node.status in ("completed", "cached") or node.plan_version > version:
+                    continue
+                elif node.plan_version < version:
+                    node.plan_version, node.status, node.error = version, "pending", None
+                node.description = task.description
+                node.depends_on_json = json.dumps(list(task.depends_on))
+                s.add(node)
             run = s.get(RunRecord, run_key)
             if run is not None:
                 run.plan_version = max(run.plan_version, version)

@@ -49,6 +49,8 @@ class PlanflowSettings(BaseSettings):
     max_tasks: int = Field(default=12, ge=1, description="Most tasks a model-made plan may have.")
     max_parallel: int = Field(default=4, ge=1, description="Most nodes running at once.")
     max_retries: int = Field(default=3, ge=0, description="Retries of a node after a transient error.")
+    max_replans: int = Field(default=2, ge=0, description="Replans allowed per run after permanent failures.")
+    replan_on_failure: bool = Field(default=True, description="Replan after a permanent node failure.")
     retry_backoff: float = Field(
         default=1.0, ge=0, description="Base of the exponential backoff between retries, seconds."
     )

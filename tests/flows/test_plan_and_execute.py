@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import plan_json, run_flow
+from support.flows import plan_json, run_flow
 from support.fake_openai import Reply
 
 from planner.errors import CycleError, RunFailedError
@@ -104,7 +104,7 @@ class TestRetries:
     def test_bad_request_is_not_retried_and_fails_the_run(self, fake_llm, run_key, ledger):
         fake_llm.script("plan", plan_json(("a", []), ("b", ["a"]), ("c", ["b"]), ("x", [])))
         fake_llm.script("node:b", Reply(status=400, error_message="unsupported parameter"))
-        state, error = run_flow("doomed", run_key=run_key, max_retries=3)
+        state, error = run_flow("doomed", run_key=run_key, max_retries=3, replan_on_failure=False)
         assert state.is_failed()
         assert isinstance(error, RunFailedError) and error.node_id == "b"
         assert "HTTP 400" in str(error) and "unsupported parameter" in str(error)
@@ -119,7 +119,7 @@ class TestRetries:
     def test_retries_exhausted_fail_the_node(self, fake_llm, run_key, ledger):
         fake_llm.script("plan", plan_json(("a", [])))
         fake_llm.script("node:a", Reply(status=503))
-        state, error = run_flow("always down", run_key=run_key, max_retries=2)
+        state, error = run_flow("always down", run_key=run_key, max_retries=2, replan_on_failure=False)
         assert isinstance(error, RunFailedError)
         assert len(fake_llm.calls_for("node:a")) == 3
         assert {n.node_id: n.attempts for n in ledger.nodes(run_key)} == {"a": 3}
@@ -171,7 +171,7 @@ class TestResume:
     def test_failed_run_resumes_without_redoing_finished_nodes(self, fake_llm, run_key, ledger):
         fake_llm.script("plan", plan_json(("a", []), ("b", ["a"]), ("c", ["b"])))
         fake_llm.script("node:b", Reply(status=400), "b works now")
-        state, _ = run_flow("resume after fix", run_key=run_key)
+        state, _ = run_flow("resume after fix", run_key=run_key, replan_on_failure=False)
         assert state.is_failed()
         state, result = run_flow("resume after fix", run_key=run_key)
         assert state.is_completed(), result

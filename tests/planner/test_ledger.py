@@ -92,13 +92,19 @@ class TestPlanVersions:
         assert len(ledger.nodes(RUN)) == 3
         assert node(ledger, "t1").status == "running"  # progress is not reset by a resume
 
-    def test_new_version_adds_only_new_nodes_after_old_ones(self, ledger: Ledger) -> None:
+    def test_new_version_keeps_finished_nodes_and_moves_unfinished_ones(self, ledger: Ledger) -> None:
         started(ledger).record_plan_version(RUN, 1, PLAN, (), reason="initial")
-        v2 = Plan(tasks=(*PLAN.tasks, Task(id="t4", description="Book", depends_on=("t3",))))
-        ledger.record_plan_version(RUN, 2, v2, (), reason="replan", action="append", failed_node="t3")
+        ledger.node_completed(RUN, "t1", result="done", prompt_tokens=1, completion_tokens=1, cached=False)
+        ledger.node_failed(RUN, "t2", "HTTP 400")
+        edited_t2 = Task(id="t2", description="Edited", depends_on=("t1",))
+        v2 = Plan(tasks=(PLAN.tasks[0], edited_t2, PLAN.tasks[2], Task(id="t4", description="Book", depends_on=("t3",))))
+        ledger.record_plan_version(RUN, 2, v2, (), reason="replan", action="skip", failed_node="t3")
         assert [v.version for v in ledger.plan_versions(RUN)] == [1, 2]
         assert [n.node_id for n in ledger.nodes(RUN)] == ["t1", "t2", "t3", "t4"]
-        assert node(ledger, "t4").plan_version == 2 and node(ledger, "t1").plan_version == 1
+        assert (node(ledger, "t1").plan_version, node(ledger, "t1").status) == (1, "completed")
+        t2 = node(ledger, "t2")
+        assert (t2.plan_version, t2.status, t2.error, t2.description) == (2, "pending", None, "Edited")
+        assert node(ledger, "t4").plan_version == 2
         assert ledger.run(RUN).plan_version == 2  # type: ignore[union-attr]
 
     def test_runs_are_isolated(self, ledger: Ledger) -> None:

@@ -1,0 +1,98 @@
+"""The replan subflow: after a node fails for good, ask the replanner model how
+to go on and return the next plan version.
+
+It is a nested `@flow`, so each replan shows in the Prefect UI as a child run of
+the plan-and-execute run. The model call is a persisted task keyed by the whole
+failure context, so a run killed after a replan resumes without paying for it
+again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from pydantic import BaseModel, ConfigDict
+
+from flows.tasks import call_model, retry_options
+from flows.runtime import await_result, current_resources
+from planner.cache_keys import replan_cache_key
+from planner.errors import PlanError
+from planner.models import Plan, strict_json_schema
+from planner.prompts import PROMPT_VERSION, replan_messages
+from planner.replanning import ReplanDecision, ReplanOutcome, apply_decision, parse_decision
+
+__all__ = ["ReplanSpec", "ask_replanner", "replan"]
+
+
+class ReplanSpec(BaseModel):
+    """The failure context the replanner sees; its cache key is derived from all of it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_key: str
+    goal: str
+    version: int  # the version this replan will create
+    plan: Plan
+    completed_results: dict[str, str]
+    failed: str
+    error: str
+    model: str
+    max_tasks: int
+    context_chars: int
+    max_tokens: int
+    hint: str | None = None
+    prompt_version: str = PROMPT_VERSION
+
+
+def _replan_key(context: Any, parameters: dict[str, Any]) -> str:
+    spec: ReplanSpec = parameters["spec"]
+    return replan_cache_key(run_key=spec.run_key, version=spec.version, spec=spec.model_dump(mode="json"))
+
+
+@task(name="replanner", task_run_name="ask the replanner", persist_result=True, cache_key_fn=_replan_key)
+def ask_replanner(spec: ReplanSpec) -> ReplanOutcome:
+    """Ask for a decision and apply it; if it cannot be applied, ask once more with the error."""
+    plan = spec.plan
+    completed = [(t, spec.completed_results[t.id]) for t in plan.tasks if t.id in spec.completed_results]
+    remaining = [t for t in plan.tasks if t.id not in spec.completed_results]
+    messages = replan_messages(
+        spec.goal, completed, plan.by_id[spec.failed], spec.error, remaining, spec.context_chars, spec.hint
+    )
+    schema = strict_json_schema(ReplanDecision)
+
+    def attempt(msgs: list[dict[str, str]]) -> tuple[str, ReplanOutcome | PlanError]:
+        answer = call_model(
+            messages=msgs, purpose="replan", max_tokens=spec.max_tokens, json_schema=schema, schema_name="replan"
+        ).text
+        try:
+            decision = parse_decision(answer)
+            return answer, apply_decision(
+                plan,
+                completed=set(spec.completed_results),
+                failed=spec.failed,
+                decision=decision,
+                version=spec.version,
+                max_new_tasks=spec.max_tasks,
+            )
+        except PlanError as exc:
+            return answer, exc
+
+    answer, result = attempt(messages)
+    if isinstance(result, PlanError):
+        retry = [
+            *messages,
+            {"role": "assistant", "content": answer[:4000]},
+            {"role": "user", "content": f"That answer was rejected: {result}. Answer again, JSON only."},
+        ]
+        _, result = attempt(retry)
+    if isinstance(result, PlanError):
+        raise PlanError(f"replan v{spec.version} rejected: {result}") from None
+    return result
+
+
+@flow(name="replan", flow_run_name="replan v{spec.version} after {spec.failed}")
+async def replan(spec: ReplanSpec) -> ReplanOutcome:
+    """Decide how to continue after `spec.failed` failed; return the next plan version."""
+    settings = current_resources().settings
+    return await await_result(ask_replanner.with_options(**retry_options(settings)).submit(spec))
