@@ -8,7 +8,6 @@ reads its settings at import time.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -34,23 +33,9 @@ import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from support.fake_openai import FakeOpenAI  # noqa: E402
+from support.flows import echo_node, route  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_TASK_ID = re.compile(r"## Your task \(id: (.+?)\)")
-
-
-def route(body: dict) -> str:
-    """Which kind of request this is: 'plan', 'node:<id>', 'replan' or 'synthesis'."""
-    fmt = body.get("response_format") or {}
-    if fmt:
-        return str(fmt.get("json_schema", {}).get("name", "plan"))
-    match = _TASK_ID.search(body["messages"][-1]["content"])
-    return f"node:{match.group(1)}" if match else "synthesis"
-
-
-def echo_node(body: dict) -> str:
-    """Default answer: a node's result names the node, so tests can trace context."""
-    return f"result of {route(body)}"
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
+
+_TASK_ID = re.compile(r"## Your task \(id: (.+?)\)")
+
+
+def route(body: dict) -> str:
+    """Which kind of request this is: 'plan', 'node:<id>', 'replan' or 'synthesis'."""
+    fmt = body.get("response_format") or {}
+    if fmt:
+        return str(fmt.get("json_schema", {}).get("name", "plan"))
+    match = _TASK_ID.search(body["messages"][-1]["content"])
+    return f"node:{match.group(1)}" if match else "synthesis"
+
+
+def echo_node(body: dict) -> str:
+    """Default answer: a node's result names the node, so tests can trace context."""
+    return f"result of {route(body)}"
 
 
 def plan_json(*tasks: tuple[str, list[str]]) -> str:

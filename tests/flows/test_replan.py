@@ -1,0 +1,150 @@
+"""Replanning after permanent failures, against the fake OpenAI server and real Prefect."""
+
+from __future__ import annotations
+
+import json
+
+from support.fake_openai import Reply
+from support.flows import plan_json, route, run_flow
+
+from planner.errors import PlanError, RunFailedError
+
+
+def decision(action: str, reason: str = "because", tasks: list[tuple[str, str, list[str]]] = ()) -> str:
+    return json.dumps(
+        {"action": action, "reason": reason,
+         "tasks": [{"id": i, "description": d, "depends_on": deps} for i, d, deps in tasks]}
+    )
+
+
+def calls_per_node(server) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for call in server.calls:
+        if call.key.startswith("node:"):
+            counts[call.key[5:]] = counts.get(call.key[5:], 0) + 1
+    return counts
+
+
+class TestActions:
+    def test_retry_modified_replaces_the_failed_node(self, fake_llm, run_key, ledger):
+        fake_llm.script("plan", plan_json(("a", []), ("b", ["a"]), ("c", ["b"])))
+        fake_llm.script("node:b", Reply(status=400, error_message="prompt too long"))
+        fake_llm.script("replan", decision("retry_modified", "shorten it", [("b", "do b, briefly", ["a"])]))
+        state, result = run_flow("retry modified", run_key=run_key)
+        assert state.is_completed(), result
+        assert calls_per_node(fake_llm) == {"a": 1, "b": 1, "v2.1": 1, "c": 1}
+        (replan_call,) = fake_llm.calls_for("replan")
+        prompt = replan_call.body["messages"][-1]["content"]
+        assert "Failed task b" in prompt and "prompt too long" in prompt and "result of node:a" in prompt
+        (c_call,) = fake_llm.calls_for("node:c")
+        assert "result of node:v2.1" in c_call.body["messages"][-1]["content"]
+        versions = ledger.plan_versions(run_key)
+        assert [(v.version, v.action, v.failed_node) for v in versions] == [(1, None, None), (2, "retry_modified", "b")]
+        nodes = {n.node_id: n for n in ledger.nodes(run_key)}
+        assert {k: n.status for k, n in nodes.items()} == {
+            "a": "completed", "b": "failed", "c": "completed", "v2.1": "completed"}
+        assert json.loads(nodes["c"].depends_on_json) == ["v2.1"]
+        assert nodes["v2.1"].description == "do b, briefly"
+
+    def test_skip_lets_dependents_proceed_without_it(self, fake_llm, run_key, ledger):
+        fake_llm.script("plan", plan_json(("a", []), ("b", ["a"]), ("c", ["b"])))
+        fake_llm.script("node:b", Reply(status=400))
+        fake_llm.script("replan", decision("skip", "b is optional."))
+        state, result = run_flow("skip it", run_key=run_key)
+        assert state.is_completed(), result
+        assert calls_per_node(fake_llm) == {"a": 1, "b": 1, "c": 1}
+        prompt = fake_llm.calls_for("node:c")[0].body["messages"][-1]["content"]
+        assert '<result id="a"' in prompt, "c should inherit b's dependency on a"
+        assert "Task b was skipped: b is optional." in prompt
+        assert ledger.plan_versions(run_key)[-1].action == "skip"
+
+    def test_full_replan_gets_namespaced_ids_and_keeps_completed_work(self, fake_llm, run_key, ledger):
+        fake_llm.script("plan", plan_json(("a", []), ("b", ["a"]), ("c", ["b"]), ("x", [])))
+        fake_llm.script("node:b", Reply(status=400))
+        fake_llm.script(
+            "replan",
+            decision("replan", "another way", [("n1", "fetch differently", ["a"]), ("n2", "finish", ["n1", "x"])]),
+        )
+        fake_llm.script("synthesis", "done")
+        state, result = run_flow("full replan", run_key=run_key)
+        assert state.is_completed(), result
+        assert calls_per_node(fake_llm) == {"a": 1, "b": 1, "x": 1, "v2.1": 1, "v2.2": 1}
+        nodes = {n.node_id: n for n in ledger.nodes(run_key)}
+        assert json.loads(nodes["v2.2"].depends_on_json) == ["v2.1", "x"]
+        assert (nodes["c"].status, nodes["c"].error) == ("skipped", "replaced in plan v2")
+        assert nodes["b"].status == "failed"
+
+
+class TestBounds:
+    def test_replan_limit_ends_the_run_with_the_history(self, fake_llm, run_key, ledger):
+        fake_llm.script("plan", plan_json(("a", []), ("b", ["a"])))
+        # Every node but a fails for good, however it is rewritten.
+        fake_llm.set_default(lambda body: "ok" if route(body) == "node:a" else Reply(status=400, error_message="nope"))
+        fake_llm.script("replan", decision("retry_modified", "try again", [("b", "do b", ["a"])]))
+        state, error = run_flow("hopeless", run_key=run_key, max_replans=2)
+        assert isinstance(error, RunFailedError)
+        message = str(error)
+        assert error.node_id == "v3.1"
+        assert "no replans left (2 of 2 used)" in message
+        assert "v2 retry_modified after b" in message and "v3 retry_modified after v2.1" in message
+        assert "came back unchanged" in message
+        assert len(fake_llm.calls_for("replan")) == 2
+        assert [v.version for v in ledger.plan_versions(run_key)] == [1, 2, 3]
+        assert ledger.run(run_key).status == "failed"
+
+    def test_no_replan_fails_at_once(self, fake_llm, run_key):
+        fake_llm.script("plan", plan_json(("a", [])))
+        fake_llm.script("node:a", Reply(status=400))
+        state, error = run_flow("no replan", run_key=run_key, replan_on_failure=False)
+        assert isinstance(error, RunFailedError) and "replanning is off" in str(error)
+        assert fake_llm.calls_for("replan") == []
+
+
+class TestBadReplans:
+    def test_cyclic_replan_is_asked_again_then_rejected(self, fake_llm, run_key):
+        fake_llm.script("plan", plan_json(("a", []), ("b", ["a"])))
+        fake_llm.script("node:b", Reply(status=400))
+        fake_llm.script("replan", decision("replan", "loop", [("p", "P", ["q"]), ("q", "Q", ["p"])]))
+        state, error = run_flow("cyclic replan", run_key=run_key)
+        assert isinstance(error, PlanError)
+        assert "replan v2 rejected" in str(error) and "v2.1 -> v2.2 -> v2.1" in str(error)
+        assert len(fake_llm.calls_for("replan")) == 2
+
+    def test_reference_to_a_removed_node_is_rejected_then_corrected(self, fake_llm, run_key):
+        fake_llm.script("plan", plan_json(("a", []), ("b", ["a"]), ("c", ["b"])))
+        fake_llm.script("node:b", Reply(status=400))
+        fake_llm.script(
+            "replan",
+            decision("replan", "uses c", [("n1", "N1", ["c"])]),
+            decision("replan", "fixed", [("n1", "N1", ["a"])]),
+        )
+        state, result = run_flow("removed ref", run_key=run_key)
+        assert state.is_completed(), result
+        retry_prompt = fake_llm.calls_for("replan")[1].body["messages"][-1]["content"]
+        assert "depends on 'c', which the replan removed" in retry_prompt
+
+    def test_id_clash_with_a_completed_node_is_renamed(self, fake_llm, run_key, ledger):
+        fake_llm.script("plan", plan_json(("a", []), ("b", ["a"])))
+        fake_llm.script("node:b", Reply(status=400))
+        fake_llm.script("replan", decision("replan", "clash", [("a", "redo a differently", [])]))
+        state, result = run_flow("clash", run_key=run_key)
+        assert state.is_completed(), result
+        assert calls_per_node(fake_llm) == {"a": 1, "b": 1, "v2.1": 1}
+        repairs = json.loads(ledger.plan_versions(run_key)[-1].repairs_json)
+        assert [r["kind"] for r in repairs] == ["renamed_id_clash"]
+
+
+class TestResumeAcrossReplans:
+    def test_rerun_continues_from_the_latest_version_without_new_plans(self, fake_llm, run_key, ledger):
+        fake_llm.script("plan", plan_json(("a", []), ("b", ["a"]), ("c", ["b"])))
+        fake_llm.script("node:b", Reply(status=400))
+        fake_llm.script("replan", decision("retry_modified", "fix", [("b", "do b better", ["a"])]))
+        fake_llm.script("node:v2.1", Reply(status=400), "v2.1 works now")
+        state, _ = run_flow("resume replan", run_key=run_key, max_replans=1)
+        assert state.is_failed()
+        state, result = run_flow("resume replan", run_key=run_key, max_replans=1)
+        assert state.is_completed(), result
+        assert len(fake_llm.calls_for("plan")) == 1
+        assert len(fake_llm.calls_for("replan")) == 1
+        assert calls_per_node(fake_llm) == {"a": 1, "b": 1, "v2.1": 2, "c": 1}
+        assert result["plan_version"] == 2
