@@ -10,6 +10,7 @@ every node not yet started.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,14 +45,15 @@ async def execute_plan(
     max_parallel: int,
     already_done: Mapping[str, NodeOutcome] | None = None,
     prior_futures: Mapping[str, PrefectConcurrentFuture[Any]] | None = None,
-    on_settled: Callable[[str, NodeOutcome | None, BaseException | None, bool], None] | None = None,
+    on_settled: Callable[[str, NodeOutcome | None, BaseException | None, bool], Any] | None = None,
 ) -> ExecutionResult:
     """Execute `plan`; stop submitting after the first failure but let running nodes finish.
 
     `already_done` holds outcomes of nodes finished earlier in this flow run (after a
     replan); they are not submitted again, and their `prior_futures` still feed
     dependents, so the UI keeps drawing those edges. `on_settled(node, outcome, error, cached)`
-    is called as each node ends, for the ledger and the live display.
+    is called as each node ends, for the ledger and the UI; if it returns an
+    awaitable, that is awaited.
     """
     graph = plan.graph
     result = ExecutionResult(outcomes=dict(already_done or {}), futures=dict(prior_futures or {}))
@@ -82,14 +84,19 @@ async def execute_plan(
                 result.outcomes[node] = value
                 if cached:
                     result.cached.add(node)
-                if on_settled:
-                    on_settled(node, value, None, cached)
+                await _notify(on_settled, node, value, None, cached)
             else:
                 error = value if isinstance(value, BaseException) else RuntimeError(f"node ended {state.name}")
                 result.failed[node] = error
-                if on_settled:
-                    on_settled(node, None, error, False)
+                await _notify(on_settled, node, None, error, False)
     result.not_started = [
         n for n in graph.topological_order() if n not in result.outcomes and n not in result.failed
     ]
     return result
+
+
+async def _notify(callback: Callable[..., Any] | None, *args: Any) -> None:
+    if callback is not None:
+        result = callback(*args)
+        if inspect.isawaitable(result):
+            await result

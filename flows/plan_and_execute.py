@@ -97,9 +97,19 @@ async def plan_and_execute(
             answer = await _synthesize(resources, goal, position.plan, execution)
         except PlanflowError as exc:
             ledger.finish_run(run_key, status="failed", error=str(exc))
+            await _publish_outcome(resources, None, str(exc))
             raise
         ledger.finish_run(run_key, status="completed", answer=answer)
+        await _publish_outcome(resources, answer, None)
         return {"run_key": run_key, "status": "completed", "answer": answer, "plan_version": position.version}
+
+
+async def _publish_outcome(resources: RunResources, answer: str | None, error: str | None) -> None:
+    versions = resources.ledger.plan_versions(resources.run_key)
+    if versions:
+        latest = versions[-1]
+        plan = Plan.model_validate_json(latest.plan_json)
+        await resources.artifacts.results(plan, latest.version, answer, error)
 
 
 def _check_run_key(ledger: Ledger, run_key: str, goal: str) -> None:
@@ -123,13 +133,28 @@ async def _starting_position(resources: RunResources, goal: str, user_plan: Comp
             get_run_logger().info("Resuming %s at plan v%d", run_key, latest.version)
             return _Position(Plan.model_validate_json(latest.plan_json), latest.version, replans_used)
         version = latest.version + 1
-        ledger.record_plan_version(run_key, version, user_plan.plan, user_plan.repairs, reason="plan changed by the user")
+        await _record_version(resources, version, user_plan, reason="plan changed by the user")
         return _Position(user_plan.plan, version, replans_used)
     compiled = user_plan or await _make_plan(resources, goal)
-    reason = "plan given by the user" if user_plan else "initial plan"
-    ledger.record_plan_version(run_key, 1, compiled.plan, compiled.repairs, reason=reason)
+    await _record_version(resources, 1, compiled, reason="plan given by the user" if user_plan else "initial plan")
     get_run_logger().info("Plan v1: %d tasks, %d repairs", len(compiled.plan.tasks), len(compiled.repairs))
     return _Position(compiled.plan, 1, 0)
+
+
+async def _record_version(
+    resources: RunResources,
+    version: int,
+    compiled: CompiledPlan,
+    *,
+    reason: str,
+    action: str | None = None,
+    failed_node: str | None = None,
+) -> None:
+    """Keep a plan version in the ledger and show it in the UI."""
+    resources.ledger.record_plan_version(
+        resources.run_key, version, compiled.plan, compiled.repairs, reason=reason, action=action, failed_node=failed_node
+    )
+    await resources.artifacts.plan(compiled.plan, version, reason, compiled.repairs)
 
 
 async def _make_plan(resources: RunResources, goal: str) -> CompiledPlan:
@@ -178,11 +203,10 @@ async def _execute_with_replans(
         outcome = await replan(spec)
         version = position.version + 1
         notes = " (the failing task came back unchanged)" if outcome.unchanged else ""
-        ledger.record_plan_version(
-            run_key,
+        await _record_version(
+            resources,
             version,
-            outcome.plan,
-            outcome.compiled.repairs,
+            outcome.compiled,
             reason=f"{outcome.reason}{notes}",
             action=outcome.action,
             failed_node=failed_id,
@@ -246,7 +270,7 @@ async def _execute(
         )
         return node_task.submit(spec, upstream)
 
-    def settled(node_id: str, outcome: NodeOutcome | None, error: BaseException | None, cached: bool) -> None:
+    async def settled(node_id: str, outcome: NodeOutcome | None, error: BaseException | None, cached: bool) -> None:
         if outcome is not None:
             ledger.node_completed(
                 run_key,
@@ -258,6 +282,8 @@ async def _execute(
             )
         else:
             ledger.node_failed(run_key, node_id, str(error))
+        statuses = [n.status for n in ledger.nodes(run_key) if n.node_id in plan.by_id]
+        await resources.artifacts.progress(sum(s in ("completed", "cached") for s in statuses), len(plan.tasks))
 
     done = {k: v for k, v in outcomes.items() if k in plan.by_id}
     return await execute_plan(

@@ -83,8 +83,10 @@ def _non_negative_int(text: str) -> int:
 
 
 def _quiet_prefect(verbose: bool) -> None:
-    """Set before Prefect is imported: no telemetry (no network), logs only if asked."""
+    """Set before Prefect is imported: no telemetry (no network), logs only if asked,
+    and patience with a slow machine when starting the local temporary server."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 

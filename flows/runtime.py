@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from flows.artifacts import RunArtifacts
 from planner.embedded import EMBEDDED_MODEL_NAME, EmbeddedModelServer, EmbeddedServerConfig
 from planner.ledger import Ledger
 from planner.llm import LLMClient
@@ -62,6 +63,7 @@ class RunResources:
     llm: LLMClient
     loop: LoopThread
     model: str
+    artifacts: RunArtifacts
     embedded: bool = False
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -113,7 +115,9 @@ def open_resources(settings: PlanflowSettings, run_key: str, ledger: Ledger) -> 
             )
 
         llm = loop.run(make_client())
-        resources = RunResources(run_key, settings, ledger, llm, loop, model, embedded=embedded is not None)
+        resources = RunResources(
+            run_key, settings, ledger, llm, loop, model, RunArtifacts(run_key, ledger), embedded=embedded is not None
+        )
         token = _current.set(resources)
         try:
             yield resources

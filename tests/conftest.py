@@ -21,6 +21,8 @@ os.environ.update(
     {
         "PREFECT_HOME": str(SESSION_DIR / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # A loaded 2-core machine can take longer than Prefect's default 20 s.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
         "PLANFLOW_HOME": str(SESSION_DIR / "planflow"),
         # Fast retries: the backoff mechanism is Prefect's; its length is not under test.

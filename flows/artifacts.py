@@ -1,0 +1,122 @@
+"""What a run shows in the Prefect UI: the plan (Mermaid graph and table) for every
+version, live progress, the repair log, and the final results and answer.
+
+Artifacts are for people; a failure to publish one is logged and never fails
+the run. Keys are derived from the run key, so each run's artifacts are found
+under the same names (and each publication is a new version of that key).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.artifacts import (
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
+
+from planner.ledger import Ledger
+from planner.models import Plan, Repair
+from planner.render import plan_markdown, repairs_markdown
+
+__all__ = ["RunArtifacts", "artifact_key"]
+
+
+def artifact_key(kind: str, run_key: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    slug = re.sub(r"[^a-z0-9]+", "-", run_key.lower()).strip("-")
+    return f"{kind}-{slug}"[:100].rstrip("-")
+
+
+class RunArtifacts:
+    """Publishes one run's artifacts; every method swallows (and logs) its own errors."""
+
+    def __init__(self, run_key: str, ledger: Ledger) -> None:
+        self.run_key = run_key
+        self.ledger = ledger
+        self._progress_id: UUID | None = None
+
+    def _statuses(self) -> dict[str, str]:
+        return {n.node_id: n.status for n in self.ledger.nodes(self.run_key)}
+
+    async def _safely(self, what: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except Exception as exc:  # the UI is a view; the run goes on without it
+            get_run_logger().warning("Could not publish the %s artifact: %s", what, exc)
+            return None
+
+    async def plan(self, plan: Plan, version: int, reason: str | None, repairs: tuple[Repair, ...] = ()) -> None:
+        await self._safely(
+            "plan",
+            acreate_markdown_artifact(
+                markdown=plan_markdown(plan, version, self._statuses(), reason),
+                key=artifact_key(f"plan-v{version}", self.run_key),
+                description=f"Plan v{version} of {self.run_key}",
+            ),
+        )
+        if repairs:
+            await self._safely(
+                "repairs",
+                acreate_markdown_artifact(
+                    markdown=repairs_markdown(repairs, version),
+                    key=artifact_key(f"repairs-v{version}", self.run_key),
+                    description=f"What the compiler repaired in plan v{version}",
+                ),
+            )
+
+    async def progress(self, done: int, total: int) -> None:
+        percent = 100.0 * done / total if total else 100.0
+        if self._progress_id is None:
+            self._progress_id = await self._safely(
+                "progress",
+                acreate_progress_artifact(
+                    progress=percent,
+                    key=artifact_key("progress", self.run_key),
+                    description=f"Tasks finished in {self.run_key}",
+                ),
+            )
+        else:
+            await self._safely("progress", aupdate_progress_artifact(self._progress_id, percent))
+
+    async def results(self, plan: Plan, version: int, answer: str | None, error: str | None = None) -> None:
+        rows = []
+        for node in self.ledger.nodes(self.run_key):
+            duration = (
+                round((node.finished_at - node.started_at).total_seconds(), 2)
+                if node.finished_at and node.started_at
+                else None
+            )
+            rows.append(
+                {
+                    "node": node.node_id,
+                    "task": node.description[:80],
+                    "status": node.status,
+                    "attempts": node.attempts,
+                    "cached": node.cached,
+                    "tokens": node.prompt_tokens + node.completion_tokens,
+                    "duration_s": duration,
+                }
+            )
+        await self._safely(
+            "results",
+            acreate_table_artifact(
+                table=rows,
+                key=artifact_key("results", self.run_key),
+                description=f"Every task of {self.run_key}",
+            ),
+        )
+        await self.plan(plan, version, "final state")
+        body = f"## Answer\n\n{answer}" if answer is not None else f"## Run failed\n\n{error}"
+        await self._safely(
+            "answer",
+            acreate_markdown_artifact(
+                markdown=body, key=artifact_key("answer", self.run_key), description=f"Outcome of {self.run_key}"
+            ),
+        )
+
