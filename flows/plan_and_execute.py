@@ -30,7 +30,8 @@ from flows.tasks import (
 )
 from planner.compiler import CompiledPlan, compile_plan
 from planner.errors import PlanflowError, RunFailedError, UserInputError
-from planner.ledger import Ledger
+from planner.embedded import EMBEDDED_MODEL_NAME
+from planner.ledger import Ledger, this_owner
 from planner.models import NodeOutcome, Plan
 from planner.run_keys import default_run_key, normalise_goal
 from planner.settings import PlanflowSettings
@@ -89,19 +90,43 @@ async def plan_and_execute(
     user_plan = compile_plan(plan, strict=True) if plan is not None else None
     ledger = Ledger(settings.ledger_url)
     _check_run_key(ledger, run_key, goal)
-    with open_resources(settings, run_key, ledger) as resources:
-        ledger.start_run(run_key, goal, flow_run_id=str(current_flow_run.id), model=resources.model)
-        try:
-            position = await _starting_position(resources, goal, user_plan)
-            position, execution = await _execute_with_replans(resources, goal, position)
-            answer = await _synthesize(resources, goal, position.plan, execution)
-        except PlanflowError as exc:
-            ledger.finish_run(run_key, status="failed", error=str(exc))
-            await _publish_outcome(resources, None, str(exc))
-            raise
-        ledger.finish_run(run_key, status="completed", answer=answer)
-        await _publish_outcome(resources, answer, None)
-        return {"run_key": run_key, "status": "completed", "answer": answer, "plan_version": position.version}
+    owner = this_owner()
+    flow_run_id = str(current_flow_run.id)
+    model_name = EMBEDDED_MODEL_NAME if settings.uses_embedded_model else settings.model_name
+    dead = ledger.start_run(run_key, goal, flow_run_id=flow_run_id, model=model_name, owner=owner)
+    if dead is not None and dead.flow_run_id and dead.flow_run_id != flow_run_id:
+        await _mark_crashed_in_prefect(dead.flow_run_id, f"its process {dead.owner} died; resumed by {flow_run_id}")
+    try:
+        with open_resources(settings, run_key, ledger, owner) as resources:
+            try:
+                position = await _starting_position(resources, goal, user_plan)
+                position, execution = await _execute_with_replans(resources, goal, position)
+                answer = await _synthesize(resources, goal, position.plan, execution)
+            except PlanflowError as exc:
+                ledger.finish_run(run_key, status="failed", error=str(exc))
+                await _publish_outcome(resources, None, str(exc))
+                raise
+            ledger.finish_run(run_key, status="completed", answer=answer)
+            await _publish_outcome(resources, answer, None)
+            return {"run_key": run_key, "status": "completed", "answer": answer, "plan_version": position.version}
+    except Exception as exc:  # anything else (model server, database): never leave it "running"
+        if (run := ledger.run(run_key)) is not None and run.status == "running":
+            ledger.finish_run(run_key, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+async def _mark_crashed_in_prefect(flow_run_id: str, reason: str) -> None:
+    """A run whose process died stays Running in Prefect; say what happened to it."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    try:
+        async with get_client() as client:
+            old = await client.read_flow_run(flow_run_id)
+            if old.state is not None and old.state.is_running():
+                await client.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
+    except Exception as exc:  # a view of history; never a reason to fail this run
+        get_run_logger().warning("Could not mark flow run %s Crashed: %s", flow_run_id, exc)
 
 
 async def _publish_outcome(resources: RunResources, answer: str | None, error: str | None) -> None:

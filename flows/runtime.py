@@ -55,6 +55,29 @@ class LoopThread:
             self.loop.close()
 
 
+class Heartbeat:
+    """Beats in the ledger every few seconds, so a run on another machine whose
+    process died is recognised as dead (a local one is recognised by its pid)."""
+
+    def __init__(self, ledger: Ledger, run_key: str, owner: str, interval: float = 5.0) -> None:
+        self._stop = threading.Event()
+        self._args = (ledger, run_key, owner, interval)
+        self._thread = threading.Thread(target=self._beat, name="planflow-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        ledger, run_key, owner, interval = self._args
+        while not self._stop.wait(interval):
+            try:
+                ledger.heartbeat(run_key, owner)
+            except Exception:  # a missed beat only makes the run look stale sooner
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 @dataclass
 class RunResources:
     run_key: str
@@ -81,10 +104,14 @@ def current_resources() -> RunResources:
 
 
 @contextmanager
-def open_resources(settings: PlanflowSettings, run_key: str, ledger: Ledger) -> Iterator[RunResources]:
-    """Start what a run needs (the embedded model if no endpoint is set) and stop it after."""
+def open_resources(
+    settings: PlanflowSettings, run_key: str, ledger: Ledger, owner: str
+) -> Iterator[RunResources]:
+    """Start what a run needs (the embedded model if no endpoint is set, the ledger
+    heartbeat that tells other processes this run is alive) and stop it after."""
     embedded: EmbeddedModelServer | None = None
     loop = LoopThread()
+    heartbeat = Heartbeat(ledger, run_key, owner)
     try:
         if settings.uses_embedded_model:
             settings.home.mkdir(parents=True, exist_ok=True)
@@ -125,6 +152,7 @@ def open_resources(settings: PlanflowSettings, run_key: str, ledger: Ledger) -> 
             _current.reset(token)
             loop.run(llm.aclose())
     finally:
+        heartbeat.stop()
         loop.close()
         if embedded is not None:
             embedded.stop()

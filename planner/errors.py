@@ -18,7 +18,8 @@ also inherits the builtin it is closest to, so callers can catch either::
     ├── LLMError (RuntimeError)
     │   ├── TransientLLMError                 429, 5xx, timeout, connection reset: retried
     │   └── PermanentLLMError                 other 4xx, refusal, unusable output: not retried
-    └── RunFailedError (RuntimeError)         a node failed for good: exit code 1
+    ├── RunFailedError (RuntimeError)         a node failed for good: exit code 1
+    └── RunInProgressError (RuntimeError)     the run key is being executed elsewhere: exit code 1
 
 Messages name the offending value and, where there is one, the fix. They never
 contain secrets: `planner.llm` redacts API keys before building any of these.
@@ -41,6 +42,7 @@ __all__ = [
     "PlanTooLargeError",
     "PlanflowError",
     "RunFailedError",
+    "RunInProgressError",
     "SelfLoopError",
     "TransientLLMError",
     "UnknownDependencyError",
@@ -174,3 +176,7 @@ class RunFailedError(PlanflowError, RuntimeError):
 
     def __reduce__(self):
         return (type(self), (str(self), self.node_id))
+
+
+class RunInProgressError(PlanflowError, RuntimeError):
+    """Another live process is executing this run key; running it twice would pay twice."""

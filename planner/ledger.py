@@ -8,23 +8,62 @@ script) can query with plain SQL, and it outlives Prefect's retention. SQLite in
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, text
+from sqlalchemy import event, func, text, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
+from planner.errors import RunInProgressError
 from planner.llm import LLMCall
 from planner.models import Plan, Repair
 
-__all__ = ["Ledger", "LLMCallRecord", "NodeRecord", "PlanVersionRecord", "RunRecord", "utcnow"]
+__all__ = [
+    "HEARTBEAT_STALE_AFTER",
+    "Ledger",
+    "LLMCallRecord",
+    "NodeRecord",
+    "PlanVersionRecord",
+    "RunRecord",
+    "owner_is_alive",
+    "this_owner",
+    "utcnow",
+]
+
+HEARTBEAT_STALE_AFTER = timedelta(seconds=30)
+"""A running run whose owner has not beaten for this long is presumed dead."""
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def this_owner() -> str:
+    """Who executes a run: `host:pid`, so a dead local owner is detected at once."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_is_alive(owner: str | None, heartbeat_at: datetime | None, now: datetime | None = None) -> bool:
+    """True if the owner may still be executing: a live local pid, or a fresh heartbeat."""
+    if not owner or heartbeat_at is None:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    beat = heartbeat_at if heartbeat_at.tzinfo else heartbeat_at.replace(tzinfo=timezone.utc)
+    return (now or utcnow()) - beat < HEARTBEAT_STALE_AFTER
 
 
 class RunRecord(SQLModel, table=True):
@@ -32,8 +71,10 @@ class RunRecord(SQLModel, table=True):
 
     run_key: str = Field(primary_key=True)
     goal: str
-    status: str = Field(default="running", index=True)  # running | completed | failed
+    status: str = Field(default="running", index=True)  # running | completed | failed | crashed
     flow_run_id: str | None = None
+    owner: str | None = None  # host:pid of the process executing it, while running
+    heartbeat_at: datetime | None = None
     model: str | None = None
     answer: str | None = None
     error: str | None = None
@@ -125,17 +166,71 @@ class Ledger:
 
     # -- runs --------------------------------------------------------------------
 
-    def start_run(self, run_key: str, goal: str, *, flow_run_id: str | None, model: str) -> RunRecord:
-        """Create the run, or mark an existing one running again (a resume)."""
-        with Session(self.engine, expire_on_commit=False) as s:
+    def start_run(
+        self, run_key: str, goal: str, *, flow_run_id: str | None, model: str, owner: str | None = None
+    ) -> RunRecord | None:
+        """Claim the run for `owner`: create it, or take over one that is not running
+        (a resume) or whose owner is dead. Returns the dead owner's record, if any.
+
+        Raises `RunInProgressError` if a live process holds it, so one run key is
+        never executed twice at once.
+        """
+        owner = owner or this_owner()
+        now = utcnow()
+        previous = self.run(run_key)
+        if previous is not None and previous.status == "running" and previous.owner != owner:
+            if owner_is_alive(previous.owner, previous.heartbeat_at, now):
+                raise RunInProgressError(
+                    f"run {run_key!r} is already running (flow run {previous.flow_run_id}, "
+                    f"process {previous.owner}): wait for it, or pick another --run-key"
+                )
+        claim = dict(
+            status="running", error=None, finished_at=None, flow_run_id=flow_run_id,
+            model=model, started_at=now, owner=owner, heartbeat_at=now,
+        )
+        with self.engine.begin() as conn:
+            if previous is None:
+                try:
+                    conn.execute(RunRecord.__table__.insert().values(run_key=run_key, goal=goal, created_at=now, **claim))
+                except IntegrityError:
+                    raise RunInProgressError(f"run {run_key!r} was started by another process a moment ago") from None
+                return None
+            # Compare-and-set on what we read, so two claimants cannot both win.
+            result = conn.execute(
+                update(RunRecord)
+                .where(
+                    RunRecord.run_key == run_key,
+                    RunRecord.status == previous.status,
+                    RunRecord.owner.is_(None) if previous.owner is None else RunRecord.owner == previous.owner,
+                )
+                .values(**claim)
+            )
+            if result.rowcount != 1:
+                raise RunInProgressError(f"run {run_key!r} was claimed by another process a moment ago")
+        return previous if previous.status == "running" else None
+
+    def heartbeat(self, run_key: str, owner: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(RunRecord)
+                .where(RunRecord.run_key == run_key, RunRecord.owner == owner)
+                .values(heartbeat_at=utcnow())
+            )
+
+    def mark_crashed(self, run_key: str, reason: str) -> None:
+        """Record that a run's process died while running it (found by a later look)."""
+        with Session(self.engine) as s:
             run = s.get(RunRecord, run_key)
-            if run is None:
-                run = RunRecord(run_key=run_key, goal=goal)
-            run.status, run.error, run.finished_at = "running", None, None
-            run.flow_run_id, run.model, run.started_at = flow_run_id, model, utcnow()
-            s.add(run)
-            s.commit()
-            return run
+            if run is not None and run.status == "running":
+                run.status, run.error, run.owner = "crashed", reason, None
+                s.add(run)
+                s.commit()
+
+    def stale_runs(self) -> list[RunRecord]:
+        """Runs marked running whose owner is gone: crashed, though nobody said so yet."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            running = s.exec(select(RunRecord).where(RunRecord.status == "running"))
+            return [r for r in running if not owner_is_alive(r.owner, r.heartbeat_at)]
 
     def finish_run(self, run_key: str, *, status: str, answer: str | None = None, error: str | None = None) -> None:
         with Session(self.engine) as s:
@@ -143,6 +238,7 @@ class Ledger:
             if run is None:
                 return
             run.status, run.answer, run.error, run.finished_at = status, answer, error, utcnow()
+            run.owner = None
             s.add(run)
             s.commit()
 

@@ -239,3 +239,59 @@ class TestReport:
     def test_unknown_run(self, ledger: Ledger) -> None:
         with pytest.raises(KeyError):
             build_report(ledger, "nope")
+
+
+class TestRunClaims:
+    """One run key is executed by one live process at a time."""
+
+    @staticmethod
+    def dead_local_owner() -> str:
+        import socket
+        import subprocess
+        import sys
+
+        proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        proc.wait()
+        return f"{socket.gethostname()}:{proc.pid}"
+
+    def test_a_live_owner_keeps_the_run(self, ledger: Ledger) -> None:
+        from planner.errors import RunInProgressError
+
+        ledger.start_run(RUN, "goal", flow_run_id="fr-1", model="m", owner="elsewhere:1")
+        with pytest.raises(RunInProgressError, match="already running \\(flow run fr-1"):
+            ledger.start_run(RUN, "goal", flow_run_id="fr-2", model="m", owner="here:2")
+
+    def test_a_dead_local_owner_is_taken_over_at_once(self, ledger: Ledger) -> None:
+        dead = self.dead_local_owner()
+        ledger.start_run(RUN, "goal", flow_run_id="fr-1", model="m", owner=dead)
+        assert [r.run_key for r in ledger.stale_runs()] == [RUN]
+        previous = ledger.start_run(RUN, "goal", flow_run_id="fr-2", model="m", owner="here:2")
+        assert previous is not None and previous.flow_run_id == "fr-1"
+        run = ledger.run(RUN)
+        assert (run.owner, run.flow_run_id, run.status) == ("here:2", "fr-2", "running")
+
+    def test_a_remote_owner_with_a_stale_heartbeat_is_taken_over(self, ledger: Ledger) -> None:
+        from datetime import timedelta
+
+        from sqlalchemy import update
+
+        from planner.ledger import RunRecord, utcnow
+
+        ledger.start_run(RUN, "goal", flow_run_id="fr-1", model="m", owner="otherhost:7")
+        with ledger.engine.begin() as conn:
+            conn.execute(update(RunRecord).values(heartbeat_at=utcnow() - timedelta(minutes=5)))
+        assert ledger.start_run(RUN, "goal", flow_run_id="fr-2", model="m", owner="here:2") is not None
+
+    def test_a_finished_run_is_resumed_without_complaint(self, ledger: Ledger) -> None:
+        ledger.start_run(RUN, "goal", flow_run_id="fr-1", model="m", owner="elsewhere:1")
+        ledger.finish_run(RUN, status="failed", error="boom")
+        assert ledger.start_run(RUN, "goal", flow_run_id="fr-2", model="m", owner="here:2") is None
+        assert ledger.run(RUN).owner == "here:2"
+
+    def test_mark_crashed_only_touches_running_runs(self, ledger: Ledger) -> None:
+        ledger.start_run(RUN, "goal", flow_run_id="fr-1", model="m", owner=self.dead_local_owner())
+        ledger.mark_crashed(RUN, "process gone")
+        assert (ledger.run(RUN).status, ledger.run(RUN).error) == ("crashed", "process gone")
+        ledger.finish_run(RUN, status="completed", answer="a")
+        ledger.mark_crashed(RUN, "again")
+        assert ledger.run(RUN).status == "completed"
