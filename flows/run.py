@@ -3,9 +3,12 @@
     python flows/run.py "Plan a 3-day trip to Lisbon"
     python flows/run.py "Summarise the plan" --plan plan.json --report report.json
 
+    python flows/run.py runs list
+
 Exit codes: 0 completed, 1 the run failed, 2 bad input (empty goal, invalid
-plan file, unrepairable plan, bad option), 130 interrupted. The answer goes to
-stdout; the live view and errors go to stderr.
+plan file, unrepairable plan, bad option), 3 a service is unavailable (ledger
+database, Prefect API), 130 interrupted. The answer goes to stdout; the live
+view and errors go to stderr.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable, n
     _root = str(Path(__file__).resolve().parents[1])
     sys.path[:] = [_root] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
-EXIT_COMPLETED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_COMPLETED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 ENV_HELP = """\
 environment:
@@ -37,8 +40,15 @@ environment:
   PLANFLOW_CONTEXT_CHARS            characters of each dependency result given to a task (default 4000)
   PREFECT_API_URL                   run against a Prefect server instead of a local temporary one
 
-exit codes: 0 completed · 1 run failed · 2 bad input · 130 interrupted
-re-running with the same --run-key resumes: finished tasks are replayed, not re-paid."""
+runs (the ledger, for people without the Prefect UI open):
+  planflow runs list                list recent runs and their status
+  planflow runs show KEY [--json]   one run: plan versions, tasks, tokens (--json: the report)
+  planflow runs resume KEY          resume a run by key (same as GOAL --run-key KEY)
+  planflow --resume FLOW_RUN_ID     resume the run that flow run belongs to
+
+exit codes: 0 completed · 1 run failed · 2 bad input · 3 a service (ledger, Prefect API)
+unavailable · 130 interrupted. Re-running with the same --run-key resumes: finished tasks
+are replayed, not re-paid."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,11 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("goal", help="what you want done, in plain words")
+    parser.add_argument("goal", nargs="?", help="what you want done, in plain words")
+    parser.add_argument("--resume", metavar="FLOW_RUN_ID", help="resume the run of this Prefect flow run (goal not needed)")
     parser.add_argument("--plan", type=Path, metavar="FILE", help='run this plan JSON {"tasks": [...]} instead of planning')
     keys = parser.add_mutually_exclusive_group()
     keys.add_argument("--run-key", metavar="KEY", help="name of the run; re-running a key resumes it (default: from the goal)")
     keys.add_argument("--fresh", action="store_true", help="start a new run even if this goal ran before")
+    add_run_options(parser)
+    return parser
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options of how a run executes, shared by `GOAL` and `runs resume KEY`."""
     parser.add_argument("--model", help="model name, or 'embedded' for the bundled SmolLM2")
     parser.add_argument("--max-parallel", type=_positive_int, metavar="N", help="most tasks running at once (default 4)")
     parser.add_argument("--max-retries", type=_non_negative_int, metavar="N", help="retries after a transient error (default 3)")
@@ -65,7 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report of the run here")
     parser.add_argument("--quiet", action="store_true", help="print only the answer (and errors)")
     parser.add_argument("--verbose", action="store_true", help="show Prefect's logs too")
-    return parser
 
 
 def _positive_int(text: str) -> int:
@@ -112,39 +128,69 @@ def _load_plan(path: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["runs"]:
+        from flows.runs_cli import runs_main
+
+        return runs_main(argv[1:], run_goal=_run_goal)
     args = build_parser().parse_args(argv)
     _quiet_prefect(args.verbose)
 
-    from planner.errors import PlanflowError, UserInputError
+    from planner.errors import UserInputError
     from planner.run_keys import default_run_key, fresh_run_key, normalise_goal
 
     try:
-        goal = normalise_goal(args.goal)
+        ledger = _open_ledger()
+    except _Unavailable as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    run_key = args.run_key
+    goal_text = args.goal
+    if args.resume:
+        run = ledger.run_by_flow_run(args.resume)
+        if run is None:
+            return _fail(f"no run in the ledger has flow run {args.resume!r} (see: planflow runs list)", EXIT_BAD_INPUT)
+        run_key, goal_text = run.run_key, goal_text or run.goal
+    try:
+        goal = normalise_goal(goal_text or "")
         plan = _load_plan(args.plan) if args.plan else None
     except UserInputError as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
-    run_key = args.run_key or (fresh_run_key(goal) if args.fresh else default_run_key(goal))
+    run_key = run_key or (fresh_run_key(goal) if args.fresh else default_run_key(goal))
+    return _run_goal(ledger, goal, run_key, plan, args)
 
+
+class _Unavailable(Exception):
+    """A service the run needs cannot be reached."""
+
+
+def _open_ledger() -> Any:
+    from planner.ledger import Ledger
+    from planner.settings import PlanflowSettings
+
+    try:
+        ledger = Ledger(PlanflowSettings().ledger_url)
+        ledger.check()
+    except Exception as exc:
+        raise _Unavailable(f"cannot open the ledger database: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    return ledger
+
+
+def _run_goal(ledger: Any, goal: str, run_key: str, plan: dict[str, Any] | None, args: argparse.Namespace) -> int:
+    """Run (or resume) one goal under `run_key`, with the live view; return the exit code."""
     import asyncio
 
     from rich.console import Console
 
     from flows.display import LiveRunView
     from flows.plan_and_execute import plan_and_execute
-    from planner.ledger import Ledger
+    from planner.errors import PlanflowError, RunInProgressError, UserInputError
     from planner.report import build_report
     from planner.settings import PlanflowSettings
 
     console = Console(stderr=True)
-    try:
-        settings = PlanflowSettings()
-        ledger = Ledger(settings.ledger_url)
-    except Exception as exc:
-        return _fail(f"cannot open the ledger: {exc}", EXIT_BAD_INPUT)
-
     started = time.monotonic()
     view = LiveRunView(ledger, run_key, console) if not args.quiet else None
-    if view is not None and settings.uses_embedded_model and args.model in (None, "embedded"):
+    if view is not None and PlanflowSettings().uses_embedded_model and args.model in (None, "embedded"):
         view.note = f"starting the embedded model and planning {run_key} …"
     try:
         if view is not None:
@@ -168,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                 view.__exit__(None, None, None)
     except KeyboardInterrupt:
         return _fail(f"interrupted; resume with --run-key {run_key}", EXIT_INTERRUPTED)
+    except Exception as exc:  # Prefect could not even start the flow run (API unreachable, ...)
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        return _fail(f"could not run the flow: {type(exc).__name__}: {first_line[:300]}", EXIT_UNAVAILABLE)
 
     outcome = state.result(raise_on_failure=False) if state.is_completed() or state.is_failed() else None
     if args.report and ledger.run(run_key) is not None:
@@ -186,10 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_COMPLETED
     if isinstance(outcome, UserInputError):
         return _fail(str(outcome), EXIT_BAD_INPUT)
+    if isinstance(outcome, RunInProgressError):
+        return _fail(str(outcome), EXIT_FAILED)
     if isinstance(outcome, PlanflowError):
         return _fail(f"{outcome} (run {run_key}; re-run with --run-key {run_key} to resume)", EXIT_FAILED)
     detail = f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else state.name
-    return _fail(f"run {run_key} ended {state.name}: {detail}", EXIT_FAILED)
+    return _fail(f"run {run_key} ended {state.name}: {str(detail).splitlines()[0][:300]}", EXIT_FAILED)
 
 
 if __name__ == "__main__":

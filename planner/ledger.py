@@ -246,6 +246,11 @@ class Ledger:
         with Session(self.engine, expire_on_commit=False) as s:
             return s.get(RunRecord, run_key)
 
+    def run_by_flow_run(self, flow_run_id: str) -> RunRecord | None:
+        """The run whose latest flow run is `flow_run_id`."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            return s.exec(select(RunRecord).where(RunRecord.flow_run_id == flow_run_id)).first()
+
     def runs(self, limit: int = 50) -> list[RunRecord]:
         with Session(self.engine, expire_on_commit=False) as s:
             return list(s.exec(select(RunRecord).order_by(RunRecord.started_at.desc()).limit(limit)))
