@@ -11,12 +11,14 @@ for good, the replan subflow rewrites the remaining graph (bounded by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import FlowPauseTimeout
 from prefect.runtime import flow_run as current_flow_run
 
 from flows.executor import ExecutionResult, execute_plan
+from flows.human import FailureAnswer, ask_about_failure, ask_to_approve
 from flows.replan import ReplanSpec, replan
 from flows.runtime import RunResources, await_result, open_resources
 from flows.tasks import (
@@ -29,7 +31,7 @@ from flows.tasks import (
     synthesize_answer,
 )
 from planner.compiler import CompiledPlan, compile_plan
-from planner.errors import PlanflowError, RunFailedError, UserInputError
+from planner.errors import PlanError, PlanflowError, RunFailedError, UserInputError
 from planner.embedded import EMBEDDED_MODEL_NAME
 from planner.ledger import Ledger, this_owner
 from planner.models import NodeOutcome, Plan
@@ -37,6 +39,9 @@ from planner.run_keys import default_run_key, normalise_goal
 from planner.settings import PlanflowSettings
 
 __all__ = ["EMBEDDED_MAX_TASKS", "plan_and_execute"]
+
+REPLAN_ACTIONS = ("retry_modified", "skip", "replan")
+"""Plan-version actions that spend the replan budget (a person's edit does not)."""
 
 EMBEDDED_MAX_TASKS = 7
 """The embedded model's plans follow the prompt's 3-7 tasks exactly (its grammar allows no more)."""
@@ -70,10 +75,14 @@ async def plan_and_execute(
     max_retries: int | None = None,
     replan_on_failure: bool | None = None,
     max_replans: int | None = None,
+    on_exhausted: Literal["fail", "ask"] | None = None,
+    approve_plan: bool | None = None,
 ) -> dict[str, Any]:
     """Plan `goal` (or run the given `plan`), execute every task, and synthesise an answer.
 
     Parameters left as None take their value from the environment (`PLANFLOW_*`).
+    `approve_plan` pauses for a person to review the first plan; `on_exhausted="ask"`
+    pauses for a person when a task fails and no replan is left (see flows/human.py).
     Returns {"run_key", "status", "answer", "plan_version"}; raises `RunFailedError`
     if a node fails for good and no replan is left, or a `PlanError` if no valid
     plan could be made.
@@ -86,6 +95,8 @@ async def plan_and_execute(
         max_retries=max_retries,
         replan_on_failure=replan_on_failure,
         max_replans=max_replans,
+        on_exhausted=on_exhausted,
+        approve_plan=approve_plan,
     )
     user_plan = compile_plan(plan, strict=True) if plan is not None else None
     ledger = Ledger(settings.ledger_url)
@@ -100,6 +111,8 @@ async def plan_and_execute(
         with open_resources(settings, run_key, ledger, owner) as resources:
             try:
                 position = await _starting_position(resources, goal, user_plan)
+                if resources.settings.approve_plan:
+                    position = await _human_review(resources, position)
                 position, execution = await _execute_with_replans(resources, goal, position)
                 answer = await _synthesize(resources, goal, position.plan, execution)
             except PlanflowError as exc:
@@ -150,7 +163,7 @@ async def _starting_position(resources: RunResources, goal: str, user_plan: Comp
     """Resume from the ledger's latest plan version, or make (or take) the first plan."""
     ledger, run_key = resources.ledger, resources.run_key
     versions = ledger.plan_versions(run_key)
-    replans_used = sum(1 for v in versions if v.action)
+    replans_used = sum(1 for v in versions if v.action in REPLAN_ACTIONS)
     if versions:
         latest = versions[-1]
         stored_first = Plan.model_validate_json(versions[0].plan_json)
@@ -164,6 +177,32 @@ async def _starting_position(resources: RunResources, goal: str, user_plan: Comp
     await _record_version(resources, 1, compiled, reason="plan given by the user" if user_plan else "initial plan")
     get_run_logger().info("Plan v1: %d tasks, %d repairs", len(compiled.plan.tasks), len(compiled.repairs))
     return _Position(compiled.plan, 1, 0)
+
+
+async def _human_review(resources: RunResources, position: _Position) -> _Position:
+    """Pause once, before any task runs, for a person to approve, edit or abort the plan."""
+    if any(n.status != "pending" for n in resources.ledger.nodes(resources.run_key)):
+        return position  # work has started (a resume): the plan was reviewed then
+    try:
+        review = await ask_to_approve(resources, position.plan, position.version)
+    except FlowPauseTimeout:
+        raise RunFailedError(f"nobody reviewed the plan within {resources.settings.pause_timeout} s") from None
+    if review.action == "abort":
+        raise RunFailedError(f"aborted by a person before any task ran: {review.reason or 'no reason given'}")
+    if review.action == "edit":
+        edited = _person_plan(review.plan_json)
+        if edited.plan != position.plan:
+            version = position.version + 1
+            await _record_version(resources, version, edited, reason="edited by a person before it ran", action="edited")
+            return _Position(edited.plan, version, position.replans_used)
+    return position
+
+
+def _person_plan(plan_json: str) -> CompiledPlan:
+    try:
+        return compile_plan(plan_json, strict=True)
+    except PlanError as exc:
+        raise PlanError(f"the plan a person entered: {exc}") from None
 
 
 async def _record_version(
@@ -208,10 +247,26 @@ async def _execute_with_replans(
             return position, execution
         outcomes, futures = execution.outcomes, execution.futures
         failed_id, error = next(iter(execution.failed.items()))
+        hint = None
         if not settings.replan_on_failure or position.replans_used >= settings.max_replans:
-            for other in execution.not_started:
-                ledger.node_skipped(run_key, other, f"not run: {failed_id} failed")
-            raise RunFailedError(_give_up_message(resources, failed_id, error), node_id=failed_id)
+            message = _give_up_message(resources, failed_id, error, position.replans_used)
+            answer = await _ask_person(resources, position, failed_id, error, message)
+            if answer is None or answer.action == "abort":
+                for other in execution.not_started:
+                    ledger.node_skipped(run_key, other, f"not run: {failed_id} failed")
+                if answer is not None:
+                    message += f"; aborted by a person: {answer.reason or 'no reason given'}"
+                raise RunFailedError(message, node_id=failed_id)
+            if answer.action == "edit":
+                edited = _person_plan(answer.plan_json)
+                version = position.version + 1
+                await _record_version(
+                    resources, version, edited, reason="edited by a person after a failure",
+                    action="edited", failed_node=failed_id,
+                )
+                position = _Position(edited.plan, version, position.replans_used)
+                continue
+            hint = answer.hint or None
         spec = ReplanSpec(
             run_key=run_key,
             goal=goal,
@@ -224,6 +279,7 @@ async def _execute_with_replans(
             max_tasks=settings.max_tasks,
             context_chars=settings.context_chars,
             max_tokens=settings.plan_max_tokens,
+            hint=hint,
         )
         outcome = await replan(spec)
         version = position.version + 1
@@ -245,17 +301,36 @@ async def _execute_with_replans(
         position = _Position(outcome.plan, version, position.replans_used + 1)
 
 
-def _give_up_message(resources: RunResources, failed_id: str, error: BaseException) -> str:
-    settings = resources.settings
-    history = [
+async def _ask_person(
+    resources: RunResources, position: _Position, failed_id: str, error: BaseException, message: str
+) -> FailureAnswer | None:
+    """With `on_exhausted="ask"`, pause for a person's answer; None means fail as usual."""
+    if resources.settings.on_exhausted != "ask":
+        return None
+    history = _replan_history(resources)
+    get_run_logger().warning("%s — pausing for a person to decide", message)
+    try:
+        return await ask_about_failure(resources, position.plan, position.version, failed_id, str(error), history)
+    except FlowPauseTimeout:
+        raise RunFailedError(
+            f"{message}; nobody answered within {resources.settings.pause_timeout} s", node_id=failed_id
+        ) from None
+
+
+def _replan_history(resources: RunResources) -> list[str]:
+    return [
         f"v{v.version} {v.action} after {v.failed_node}: {v.reason}"
         for v in resources.ledger.plan_versions(resources.run_key)
         if v.action
     ]
+
+
+def _give_up_message(resources: RunResources, failed_id: str, error: BaseException, used: int) -> str:
+    settings = resources.settings
+    history = _replan_history(resources)
     message = f"task {failed_id!r} failed: {error}"
     if not settings.replan_on_failure:
         return message + " (replanning is off)"
-    used = len(history)
     message += f"; no replans left ({used} of {settings.max_replans} used)"
     return message + ("; replan history: " + " | ".join(history) if history else "")
 

@@ -79,6 +79,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     replans.add_argument("--no-replan", dest="replan_on_failure", action="store_false",
                          help="fail the run at the first permanent task failure")
     parser.add_argument("--max-replans", type=_non_negative_int, metavar="N", help="replans allowed per run (default 2)")
+    parser.add_argument("--on-exhausted", choices=["fail", "ask"],
+                        help="when no replan is left: fail (default), or pause and ask a person in the Prefect UI")
+    parser.add_argument("--approve-plan", action="store_true", default=None,
+                        help="pause before any task runs so a person can review or edit the plan in the Prefect UI")
     parser.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report of the run here")
     parser.add_argument("--quiet", action="store_true", help="print only the answer (and errors)")
     parser.add_argument("--verbose", action="store_true", help="show Prefect's logs too")
@@ -206,6 +210,8 @@ def _run_goal(ledger: Any, goal: str, run_key: str, plan: dict[str, Any] | None,
                     max_retries=args.max_retries,
                     replan_on_failure=args.replan_on_failure,
                     max_replans=args.max_replans,
+                    on_exhausted=args.on_exhausted,
+                    approve_plan=args.approve_plan,
                     return_state=True,
                 )
             )

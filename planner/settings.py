@@ -8,6 +8,7 @@ Planflow uses the embedded model: no key, no network.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,12 @@ class PlanflowSettings(BaseSettings):
     max_retries: int = Field(default=3, ge=0, description="Retries of a node after a transient error.")
     max_replans: int = Field(default=2, ge=0, description="Replans allowed per run after permanent failures.")
     replan_on_failure: bool = Field(default=True, description="Replan after a permanent node failure.")
+    on_exhausted: Literal["fail", "ask"] = Field(
+        default="fail", description="When no replan is left: fail, or pause and ask a person."
+    )
+    approve_plan: bool = Field(default=False, description="Pause for a person to review the first plan.")
+    pause_timeout: int = Field(default=3600, ge=1, description="Seconds a paused run waits for a person.")
+    pause_poll_seconds: int = Field(default=10, ge=1, description="How often a paused run checks for an answer.")
     retry_backoff: float = Field(
         default=1.0, ge=0, description="Base of the exponential backoff between retries, seconds."
     )

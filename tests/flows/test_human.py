@@ -1,0 +1,90 @@
+"""A person in the loop: the run pauses with a form and goes on with the answer."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from support.fake_openai import Reply
+from support.flows import plan_json, run_flow
+
+from planner.errors import RunFailedError
+
+
+@pytest.fixture(autouse=True)
+def _fast_pauses(monkeypatch):
+    monkeypatch.setenv("PLANFLOW_PAUSE_POLL_SECONDS", "1")
+    monkeypatch.setenv("PLANFLOW_PAUSE_TIMEOUT", "120")
+
+
+def run_in_background(goal, **params):
+    from prefect.client.orchestration import get_client
+
+    # Start Prefect's temporary server here first: two threads starting it at once race.
+    with get_client(sync_client=True) as client:
+        client.hello()
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(out=run_flow(goal, **params)), daemon=True)
+    thread.start()
+    return thread, box
+
+
+def answer_when_paused(ledger, run_key, run_input, timeout=90.0):
+    """Wait until the run's flow run is Paused, then resume it with `run_input`."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = ledger.run(run_key)
+            if run is not None and run.flow_run_id:
+                state = client.read_flow_run(run.flow_run_id).state
+                if state is not None and state.is_paused():
+                    resume_flow_run(run.flow_run_id, run_input=run_input)
+                    return run.flow_run_id
+            time.sleep(0.3)
+    raise AssertionError("the run never paused")
+
+
+def test_a_person_edits_the_plan_before_it_runs(fake_llm, run_key, ledger):
+    fake_llm.script("plan", plan_json(("a", []), ("b", ["a"])))
+    thread, box = run_in_background("review me", run_key=run_key, approve_plan=True)
+    edited = json.dumps({"tasks": [{"id": "only", "description": "just this", "depends_on": []}]})
+    answer_when_paused(ledger, run_key, {"action": "edit", "plan_json": edited})
+    thread.join(120)
+    state, result = box["out"]
+    assert state.is_completed(), result
+    assert {c.key for c in fake_llm.calls} == {"plan", "node:only"}
+    versions = ledger.plan_versions(run_key)
+    assert [(v.version, v.action) for v in versions] == [(1, None), (2, "edited")]
+
+
+def test_a_person_gives_the_replanner_a_hint_when_replans_run_out(fake_llm, run_key, ledger):
+    fake_llm.script("plan", plan_json(("a", []), ("b", ["a"])))
+    fake_llm.script("node:b", Reply(status=400, error_message="context too long"))
+    fake_llm.script("replan", json.dumps({"action": "retry_modified", "reason": "hinted",
+                                          "tasks": [{"id": "b", "description": "do b briefly", "depends_on": ["a"]}]}))
+    thread, box = run_in_background("ask me", run_key=run_key, max_replans=0, on_exhausted="ask")
+    answer_when_paused(ledger, run_key, {"action": "replan", "hint": "keep it under 50 words"})
+    thread.join(120)
+    state, result = box["out"]
+    assert state.is_completed(), result
+    (replan_call,) = fake_llm.calls_for("replan")
+    assert "keep it under 50 words" in replan_call.body["messages"][-1]["content"]
+    assert [n.node_id for n in ledger.nodes(run_key) if n.status == "completed"] == ["a", "v2.1"]
+
+
+def test_a_person_aborts_with_a_reason(fake_llm, run_key, ledger):
+    fake_llm.script("plan", plan_json(("a", []), ("b", ["a"])))
+    fake_llm.script("node:b", Reply(status=400))
+    thread, box = run_in_background("abort me", run_key=run_key, max_replans=0, on_exhausted="ask")
+    answer_when_paused(ledger, run_key, {"action": "abort", "reason": "wrong goal"})
+    thread.join(120)
+    state, error = box["out"]
+    assert isinstance(error, RunFailedError)
+    assert "aborted by a person: wrong goal" in str(error)
+    assert ledger.run(run_key).status == "failed"
+    assert {n.node_id: n.status for n in ledger.nodes(run_key)}["a"] == "completed"
