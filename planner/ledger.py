@@ -136,6 +136,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the display read while nodes write; the busy timeout rides out write bursts.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: no fsync per commit, never corrupt
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
