@@ -106,6 +106,7 @@ def _quiet_prefect(verbose: bool) -> None:
     """Set before Prefect is imported: no telemetry (no network), logs only if asked,
     and patience with a slow machine when starting the local temporary server."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client telemetry notice; we make no such calls
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")

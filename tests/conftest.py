@@ -21,6 +21,7 @@ os.environ.update(
     {
         "PREFECT_HOME": str(SESSION_DIR / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
         # A loaded 2-core machine can take longer than Prefect's default 20 s.
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
