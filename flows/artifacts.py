@@ -9,6 +9,7 @@ under the same names (and each publication is a new version of that key).
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from uuid import UUID
 
@@ -24,7 +25,10 @@ from planner.ledger import Ledger
 from planner.models import Plan, Repair
 from planner.render import plan_markdown, repairs_markdown
 
-__all__ = ["RunArtifacts", "artifact_key"]
+__all__ = ["PROGRESS_INTERVAL", "RunArtifacts", "artifact_key"]
+
+PROGRESS_INTERVAL = 1.0
+"""Seconds between progress artifact updates."""
 
 
 def artifact_key(kind: str, run_key: str) -> str:
@@ -40,6 +44,7 @@ class RunArtifacts:
         self.run_key = run_key
         self.ledger = ledger
         self._progress_id: UUID | None = None
+        self._progress_at = 0.0
 
     def _statuses(self) -> dict[str, str]:
         return {n.node_id: n.status for n in self.ledger.nodes(self.run_key)}
@@ -71,6 +76,11 @@ class RunArtifacts:
             )
 
     async def progress(self, done: int, total: int) -> None:
+        """Update the progress bar; at most once a second (each update is an API call), but always at 100%."""
+        now = time.monotonic()
+        if self._progress_id is not None and done < total and now - self._progress_at < PROGRESS_INTERVAL:
+            return
+        self._progress_at = now
         percent = 100.0 * done / total if total else 100.0
         if self._progress_id is None:
             self._progress_id = await self._safely(
