@@ -83,6 +83,8 @@ class LiveRunView:
         with Live(self._render(), console=self._console, refresh_per_second=8, transient=False) as live:
             while not self._stop.wait(self._interval):
                 live.update(self._render())
+        if not self._console.is_terminal:  # rich ends the last line only on a terminal
+            self._console.line()
             live.update(self._render())
 
     def __enter__(self) -> LiveRunView:

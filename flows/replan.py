@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from flows.tasks import call_model, retry_options
 from flows.runtime import await_result, current_resources
 from planner.cache_keys import replan_cache_key
-from planner.errors import PlanError
+from planner.errors import PlanError, ReplanRejectedError
 from planner.models import Plan, strict_json_schema
 from planner.prompts import PROMPT_VERSION, replan_messages
 from planner.replanning import ReplanDecision, ReplanOutcome, apply_decision, parse_decision
@@ -87,7 +87,7 @@ def ask_replanner(spec: ReplanSpec) -> ReplanOutcome:
         ]
         _, result = attempt(retry)
     if isinstance(result, PlanError):
-        raise PlanError(f"replan v{spec.version} rejected: {result}") from None
+        raise ReplanRejectedError(f"replan v{spec.version} rejected: {result}", node_id=spec.failed) from None
     return result
 
 

@@ -109,7 +109,9 @@ def _quiet_prefect(verbose: bool) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client telemetry notice; we make no such calls
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        # Errors reach the user as one line from us; Prefect's own (with tracebacks)
+        # still go to the Prefect UI, only not to this console.
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"
 
 
 def _fail(message: str, code: int) -> int:

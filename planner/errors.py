@@ -19,6 +19,7 @@ also inherits the builtin it is closest to, so callers can catch either::
     │   ├── TransientLLMError                 429, 5xx, timeout, connection reset: retried
     │   └── PermanentLLMError                 other 4xx, refusal, unusable output: not retried
     ├── RunFailedError (RuntimeError)         a node failed for good: exit code 1
+    │   └── ReplanRejectedError               the replanner's answer could not be used
     └── RunInProgressError (RuntimeError)     the run key is being executed elsewhere: exit code 1
 
 Messages name the offending value and, where there is one, the fix. They never
@@ -41,6 +42,7 @@ __all__ = [
     "PlanParseError",
     "PlanTooLargeError",
     "PlanflowError",
+    "ReplanRejectedError",
     "RunFailedError",
     "RunInProgressError",
     "SelfLoopError",
@@ -176,6 +178,10 @@ class RunFailedError(PlanflowError, RuntimeError):
 
     def __reduce__(self):
         return (type(self), (str(self), self.node_id))
+
+
+class ReplanRejectedError(RunFailedError):
+    """The replanner's answer (asked twice) could not be turned into a valid plan."""
 
 
 class RunInProgressError(PlanflowError, RuntimeError):

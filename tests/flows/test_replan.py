@@ -7,7 +7,7 @@ import json
 from support.fake_openai import Reply
 from support.flows import plan_json, route, run_flow
 
-from planner.errors import PlanError, RunFailedError
+from planner.errors import PlanError, ReplanRejectedError, RunFailedError
 
 
 def decision(action: str, reason: str = "because", tasks: list[tuple[str, str, list[str]]] = ()) -> str:
@@ -106,7 +106,7 @@ class TestBadReplans:
         fake_llm.script("node:b", Reply(status=400))
         fake_llm.script("replan", decision("replan", "loop", [("p", "P", ["q"]), ("q", "Q", ["p"])]))
         state, error = run_flow("cyclic replan", run_key=run_key)
-        assert isinstance(error, PlanError)
+        assert isinstance(error, ReplanRejectedError) and not isinstance(error, PlanError)
         assert "replan v2 rejected" in str(error) and "v2.1 -> v2.2 -> v2.1" in str(error)
         assert len(fake_llm.calls_for("replan")) == 2
 

@@ -295,3 +295,22 @@ class TestRunClaims:
         ledger.finish_run(RUN, status="completed", answer="a")
         ledger.mark_crashed(RUN, "again")
         assert ledger.run(RUN).status == "completed"
+
+
+class TestMigration:
+    def test_a_ledger_from_an_older_version_gains_the_new_columns(self, tmp_path) -> None:
+        path = tmp_path / "old.db"
+        with sqlite3.connect(path) as conn:  # the runs table as the first release made it
+            conn.execute(
+                "CREATE TABLE runs (run_key VARCHAR PRIMARY KEY, goal VARCHAR NOT NULL, status VARCHAR NOT NULL,"
+                " flow_run_id VARCHAR, model VARCHAR, answer VARCHAR, error VARCHAR, plan_version INTEGER NOT NULL,"
+                " created_at DATETIME NOT NULL, started_at DATETIME NOT NULL, finished_at DATETIME)"
+            )
+            conn.execute(
+                "INSERT INTO runs VALUES ('old', 'g', 'completed', 'fr', 'm', 'a', NULL, 1,"
+                " '2026-01-01 00:00:00', '2026-01-01 00:00:00', NULL)"
+            )
+        ledger = Ledger(f"sqlite:///{path}")
+        assert ledger.run("old").answer == "a" and ledger.run("old").owner is None
+        ledger.start_run("old", "g", flow_run_id="fr2", model="m", owner="here:1")
+        assert ledger.run("old").owner == "here:1"
