@@ -43,6 +43,8 @@ __all__ = ["EMBEDDED_MAX_TASKS", "plan_and_execute"]
 REPLAN_ACTIONS = ("retry_modified", "skip", "replan")
 """Plan-version actions that spend the replan budget (a person's edit does not)."""
 
+EMBEDDED_NODE_MAX_TOKENS = 256
+
 EMBEDDED_MAX_TASKS = 7
 """The embedded model's plans follow the prompt's 3-7 tasks exactly (its grammar allows no more)."""
 
@@ -335,6 +337,12 @@ def _give_up_message(resources: RunResources, failed_id: str, error: BaseExcepti
     return message + ("; replan history: " + " | ".join(history) if history else "")
 
 
+def _node_max_tokens(resources: RunResources) -> int:
+    # The 135M embedded model rambles until its cap; 256 tokens say what it can say.
+    limit = resources.settings.node_max_tokens
+    return min(limit, EMBEDDED_NODE_MAX_TOKENS) if resources.embedded else limit
+
+
 def _short(text: str, limit: int = 40) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -363,7 +371,7 @@ async def _execute(
             plan_version=version,
             context_chars=settings.context_chars,
             result_chars=settings.result_chars,
-            max_tokens=settings.node_max_tokens,
+            max_tokens=_node_max_tokens(resources),
         )
         node_task = execute_node.with_options(
             task_run_name=f"{node_id}: {_short(task.description)}", tags=tags, **options
@@ -407,7 +415,7 @@ async def _synthesize(resources: RunResources, goal: str, plan: Plan, execution:
         sinks=tuple(plan.by_id[s] for s in sinks),
         model=resources.model,
         context_chars=settings.context_chars,
-        max_tokens=settings.node_max_tokens,
+        max_tokens=_node_max_tokens(resources),
     )
     future = synthesize_answer.with_options(**retry_options(settings)).submit(
         spec, {s: execution.futures.get(s, execution.outcomes[s]) for s in sinks}
