@@ -8,8 +8,8 @@ for good, the replan subflow rewrites the remaining graph (bounded by
 `max_replans`) and the new version runs in the same flow run.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: `flow.serve` pickles this flow by
+# value, and string annotations (Literal) would not resolve in the copy.
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,7 +35,7 @@ from planner.errors import PlanError, PlanflowError, RunFailedError, UserInputEr
 from planner.embedded import EMBEDDED_MODEL_NAME
 from planner.ledger import Ledger, this_owner
 from planner.models import NodeOutcome, Plan
-from planner.run_keys import default_run_key, normalise_goal
+from planner.run_keys import default_run_key, normalise_goal, run_key_with_suffix
 from planner.settings import PlanflowSettings
 
 __all__ = ["EMBEDDED_MAX_TASKS", "plan_and_execute"]
@@ -49,9 +49,17 @@ EMBEDDED_MAX_TASKS = 7
 """The embedded model's plans follow the prompt's 3-7 tasks exactly (its grammar allows no more)."""
 
 
+def _run_key_for(goal: str, run_key: str | None, fresh: bool | None, flow_run_id: str) -> str:
+    """The given key; else, with `fresh`, one per flow run (stable across its retries); else from the goal."""
+    if run_key:
+        return run_key
+    return run_key_with_suffix(goal, flow_run_id[:8]) if fresh else default_run_key(goal)
+
+
 def _flow_run_name() -> str:
     params = current_flow_run.parameters
-    return params.get("run_key") or default_run_key(str(params.get("goal", "")).strip())
+    goal = str(params.get("goal") or "").strip()
+    return _run_key_for(goal, params.get("run_key"), params.get("fresh"), str(current_flow_run.id))
 
 
 def _settings(**overrides: Any) -> PlanflowSettings:
@@ -79,18 +87,21 @@ async def plan_and_execute(
     max_replans: int | None = None,
     on_exhausted: Literal["fail", "ask"] | None = None,
     approve_plan: bool | None = None,
+    fresh: bool | None = None,
 ) -> dict[str, Any]:
     """Plan `goal` (or run the given `plan`), execute every task, and synthesise an answer.
 
     Parameters left as None take their value from the environment (`PLANFLOW_*`).
     `approve_plan` pauses for a person to review the first plan; `on_exhausted="ask"`
     pauses for a person when a task fails and no replan is left (see flows/human.py).
+    `fresh` (for schedules) gives each flow run its own run key when none is given,
+    instead of one derived from the goal, so a daily run does not replay yesterday's.
     Returns {"run_key", "status", "answer", "plan_version"}; raises `RunFailedError`
     if a node fails for good and no replan is left, or a `PlanError` if no valid
     plan could be made.
     """
     goal = normalise_goal(goal)
-    run_key = run_key or default_run_key(goal)
+    run_key = _run_key_for(goal, run_key, fresh, str(current_flow_run.id))
     settings = _settings(
         model=model,
         max_parallel=max_parallel,

@@ -147,7 +147,11 @@ class Ledger:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = self._make_engine(url)
-        SQLModel.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Several runs starting at once on an empty database would race to create types.
+                conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+            SQLModel.metadata.create_all(conn)
         self._add_missing_columns()
 
     def _add_missing_columns(self) -> None:

@@ -8,7 +8,7 @@ import uuid
 
 from planner.errors import EmptyGoalError, UserInputError
 
-__all__ = ["default_run_key", "fresh_run_key", "normalise_goal"]
+__all__ = ["default_run_key", "fresh_run_key", "normalise_goal", "run_key_with_suffix"]
 
 _MAX_GOAL_CHARS = 20_000
 
@@ -39,4 +39,9 @@ def default_run_key(goal: str) -> str:
 
 def fresh_run_key(goal: str) -> str:
     """A new key for the same goal, for a fresh run instead of a resume."""
-    return f"{_slug(goal)}-{uuid.uuid4().hex[:10]}"
+    return run_key_with_suffix(goal, uuid.uuid4().hex[:10])
+
+
+def run_key_with_suffix(goal: str, suffix: str) -> str:
+    """A readable key for `goal` made unique by `suffix` (a flow run id, say)."""
+    return f"{_slug(goal)}-{suffix}"

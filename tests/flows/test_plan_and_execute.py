@@ -192,3 +192,13 @@ class TestResume:
         state, result = run_flow("edited plan", run_key=run_key, plan=json.loads(json.dumps(plan)))
         assert state.is_completed(), result
         assert [len(fake_llm.calls_for(f"node:{n}")) for n in "abc"] == [2, 2, 1]
+
+
+class TestFreshRuns:
+    def test_fresh_gives_each_flow_run_its_own_key(self, fake_llm):
+        fake_llm.script("plan", plan_json(("a", [])))
+        _, first = run_flow("a daily goal", fresh=True)
+        _, second = run_flow("a daily goal", fresh=True)
+        assert first["run_key"] != second["run_key"]
+        assert first["run_key"].startswith("a-daily-goal-")
+        assert len(fake_llm.calls_for("plan")) == 2, "a fresh run must not replay the last one"

@@ -1,0 +1,252 @@
+"""Helpers of the deployment tests (tests/deployments): start and stop real processes
+(a Prefect server by the project's own script, workers, flow runs), poll the API.
+
+Everything started here is stopped by its starter: the server by its script (which
+signals only the process group it started), other processes by their process group
+and their descendants, found by parent pid in /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PREFECT = str(BIN / "prefect")
+RUN_PY = REPO_ROOT / "flows" / "run.py"
+TEST_OUTPUT = REPO_ROOT / "test-output"
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+# -- small helpers ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    """Call `check` until it returns something truthy; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The session's environment (its isolated PLANFLOW_HOME, fast retries), minus any
+    endpoint or Prefect API setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PREFECT_API_"))}
+    env.update(
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="INFO",
+        PREFECT=PREFECT,  # the scripts under deployments/ and scripts/ use this prefect
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendants of `pid` (children first found by parent pid in /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@dataclass
+class Background:
+    """A long-running process we started in its own session (worker, server, serve.py)."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL it, its process group and every descendant (a flow run it started
+        may sit in a session of its own). A worker ignores its first SIGTERM, so no
+        polite round: the tests have waited for what they need already."""
+        pids = descendants(self.proc.pid)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def start_background(name: str, cmd: list[str], env: Mapping[str, str], log_dir: Path, cwd: Path = REPO_ROOT) -> Background:
+    log = log_dir / f"{name}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env=dict(env), cwd=str(cwd), start_new_session=True,
+        )
+    return Background(name, proc, log)
+
+
+def run_cmd(cmd: list[str], env: Mapping[str, str], timeout: float = 120, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    """Run a short command to completion in its own session; kill its group on timeout."""
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(env), cwd=str(cwd), start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{cmd} did not finish within {timeout:.0f}s\nstdout:\n{out[-2000:]}\nstderr:\n{err[-3000:]}")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing it started outlives it
+        except (ProcessLookupError, PermissionError):
+            pass
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+# -- a Prefect server started by scripts/prefect_server.sh ----------------------------------
+
+
+@dataclass
+class PrefectServer:
+    home: Path
+    port: int
+    env: dict[str, str] = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api"
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api, timeout=30)
+
+    def flow_run(self, flow_run_id: str) -> dict[str, Any]:
+        with self.client() as c:
+            r = c.get(f"/flow_runs/{flow_run_id}")
+            r.raise_for_status()
+            return r.json()
+
+    def flow_runs(self, **flow_run_filter: Any) -> list[dict[str, Any]]:
+        with self.client() as c:
+            r = c.post("/flow_runs/filter", json={"flow_runs": flow_run_filter})
+            r.raise_for_status()
+            return r.json()
+
+    def flow_run_named(self, name: str) -> dict[str, Any] | None:
+        runs = self.flow_runs(name={"any_": [name]})
+        return runs[0] if runs else None
+
+    def wait_final(self, flow_run_id: str, timeout: float, log: Callable[[], str] = lambda: "") -> dict[str, Any]:
+        """Poll the API until the flow run is in a final state; return the run."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.flow_run(flow_run_id)
+            if run["state_type"] in FINAL_STATES:
+                return run
+            if time.monotonic() > deadline:
+                pytest.fail(f"flow run {flow_run_id} still {run['state_type']} after {timeout:.0f}s\n{log()}")
+            time.sleep(0.5)
+
+
+def start_prefect_server(home: Path, **extra_env: str) -> PrefectServer:
+    """Start a server with the project's script; its own PREFECT_HOME and a free port."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = subprocess_env(PREFECT_HOME=str(home), PREFECT_SERVER_PORT=str(port), STARTUP_TIMEOUT="150", **extra_env)
+    server = PrefectServer(home, port, env)
+    started = run_cmd([str(REPO_ROOT / "scripts" / "prefect_server.sh"), "start"], env, timeout=180)
+    if started.returncode != 0:
+        stop_prefect_server(server)
+        log = (home / "server.log").read_text(errors="replace")[-3000:] if (home / "server.log").exists() else ""
+        pytest.fail(f"scripts/prefect_server.sh start failed ({started.returncode}):\n{started.stderr}\n{log}")
+    assert started.stdout.strip() == server.api, started.stdout
+    return server
+
+
+def stop_prefect_server(server: PrefectServer) -> None:
+    pidfile = server.home / "server.pid"
+    pid = int(pidfile.read_text()) if pidfile.exists() else None
+    pids = descendants(pid) if pid else []
+    run_cmd([str(REPO_ROOT / "scripts" / "prefect_server.sh"), "stop"], server.env, timeout=60)
+    for leftover in pids + ([pid] if pid else []):  # belt and braces: only what it started
+        try:
+            os.kill(leftover, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# -- one flow run against the server, shared by the artifact and UI tests ------------------
+
+PLAN = {
+    "tasks": [
+        {"id": "gather", "description": "Gather the facts about Lisbon's neighbourhoods", "depends_on": []},
+        {"id": "budget", "description": "Estimate a daily budget", "depends_on": []},
+        {"id": "draft", "description": "Draft a day-by-day itinerary", "depends_on": ["gather", "budget"]},
+        {"id": "review", "description": "Review the itinerary for travel times", "depends_on": ["draft"]},
+        {"id": "tips", "description": "List packing tips", "depends_on": []},
+    ]
+}
+ANSWER = "Day 1: Alfama. Day 2: Belém. Day 3: Sintra. (synthesised answer)"
+
+
+@dataclass
+class CompletedRun:
+    run_key: str
+    goal: str
+    flow_run: dict[str, Any]
+    answer: str
+    stdout: str
+    stderr: str
+    seconds: float

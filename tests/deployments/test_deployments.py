@@ -1,0 +1,264 @@
+"""prefect.yaml for real: the project's scripts create the work pool, deploy everything
+and start a process worker against a local Prefect server; goals are submitted with
+`prefect deployment run`, deployments/submit_run.sh and as a `planflow.goal.submitted`
+event (deployments/submit_event.py, POST /api/events); each becomes a completed flow
+run. deployments/serve.py serves the flow with no worker at all."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from deploykit import (
+    PREFECT,
+    REPO_ROOT,
+    Background,
+    PrefectServer,
+    run_cmd,
+    start_background,
+    subprocess_env,
+    wait_for,
+)
+from support.fake_openai import FakeOpenAI
+from support.flows import echo_node, plan_json
+
+pytestmark = pytest.mark.slow
+
+DEPLOYMENTS = REPO_ROOT / "deployments"
+DAILY = "plan-and-execute/daily-brief"
+ON_EVENT = "plan-and-execute/on-goal-submitted"
+SERVED = "plan-and-execute/test-serve"
+RUN_TIMEOUT = 150.0
+GIVEN_PLAN = {
+    "tasks": [
+        {"id": "x", "description": "do x", "depends_on": []},
+        {"id": "y", "description": "do y", "depends_on": ["x"]},
+    ]
+}
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    deployments: dict[str, dict[str, Any]]  # "flow/name" -> deployment, from the API
+    worker: Background  # deployments/worker.sh on the planflow pool
+    serve: Background  # deployments/serve.py: no pool, no worker
+
+    def logs(self) -> str:
+        return f"--- worker ---\n{self.worker.tail()}\n--- serve.py ---\n{self.serve.tail()}"
+
+
+@pytest.fixture(scope="module")
+def stack(
+    prefect_server: PrefectServer, llm_server: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The user's steps, overlapped where they can be: deployments/create_pool.sh,
+    deployments/worker.sh (a process worker), deployments/deploy.sh (prefect --no-prompt
+    deploy --all), and deployments/serve.py. Flow runs of the worker and of serve.py talk
+    to the fake model (OPENAI_BASE_URL in their environment)."""
+    llm_server.reset()
+    llm_server.set_default(echo_node)
+    llm_server.script("plan", plan_json(("first", []), ("second", ["first"])))
+    logs = tmp_path_factory.mktemp("stack")
+    env = subprocess_env(PREFECT_API_URL=prefect_server.api, PREFECT_HOME=str(logs / "prefect-home"))
+    runner_env = dict(
+        env,
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_WORKER_PREFETCH_SECONDS="5",
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
+        OPENAI_BASE_URL=llm_server.base_url,
+        OPENAI_API_KEY="sk-test-key",
+    )
+    # serve.py without its event trigger: the on-goal-submitted deployment already reacts to it.
+    serve = start_background(
+        "serve", [sys.executable, str(DEPLOYMENTS / "serve.py"), "--name", SERVED.split("/")[1], "--no-event-trigger"],
+        runner_env, logs, cwd=logs,
+    )
+    worker = None
+    try:
+        pool = run_cmd([str(DEPLOYMENTS / "create_pool.sh")], env, timeout=120)
+        assert pool.returncode == 0, f"create_pool.sh failed:\n{pool.stdout[-3000:]}\n{pool.stderr[-3000:]}"
+        worker = start_background("worker", [str(DEPLOYMENTS / "worker.sh"), "--name", "test-worker"], runner_env, logs)
+        deploy = run_cmd([str(DEPLOYMENTS / "deploy.sh")], env, timeout=180)
+        assert deploy.returncode == 0, f"deploy.sh failed:\n{deploy.stdout[-3000:]}\n{deploy.stderr[-3000:]}"
+        found = {}
+        with prefect_server.client() as c:
+            for name in (DAILY, ON_EVENT):
+                r = c.get(f"/deployments/name/{name}")
+                assert r.status_code == 200, f"{name} was not deployed:\n{deploy.stdout[-3000:]}"
+                found[name] = r.json()
+
+        def up() -> bool:
+            assert worker.alive(), f"the worker exited:\n{worker.tail()}"
+            assert serve.alive(), f"serve.py exited:\n{serve.tail()}"
+            return "started" in worker.tail() and "polling" in serve.tail()
+
+        wait_for(up, 120, "the worker and serve.py to start")
+        yield Stack(env, found, worker, serve)
+    finally:
+        if worker is not None:
+            worker.kill()
+        serve.kill()
+
+
+def _flow_run_id(output: str) -> str:
+    match = re.search(r"UUID: ([0-9a-f-]{36})", output)
+    assert match, f"no flow run id in:\n{output}"
+    return match.group(1)
+
+
+@dataclass
+class Submitted:
+    """Goals submitted at once (they run side by side), checked one per test."""
+
+    daily_key: str
+    daily_id: str
+    served_key: str
+    served_id: str
+    event_key: str
+    event_goal: str
+    event: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def submitted(stack: Stack) -> Submitted:
+    tag = uuid.uuid4().hex[:8]
+    env = stack.env
+    # 1. The scheduled deployment, run now with its default goal: prefect deployment run.
+    daily_key = f"daily-{tag}"
+    daily = run_cmd(
+        [PREFECT, "deployment", "run", DAILY, "-p", f"run_key={daily_key}", "-p", f"plan={json.dumps(GIVEN_PLAN)}"],
+        env, timeout=90,
+    )
+    assert daily.returncode == 0, daily.stderr[-3000:]
+    # 2. A goal as an event (no plan: the model plans it): POST /api/events.
+    event_key, event_goal = f"event-{tag}", "Summarise this week's support tickets"
+    sent = run_cmd(
+        [sys.executable, str(DEPLOYMENTS / "submit_event.py"), event_goal, "--run-key", event_key], env, timeout=60
+    )
+    assert sent.returncode == 0, sent.stderr[-3000:]
+    # 3. The served deployment, through deployments/submit_run.sh.
+    served_key = f"served-{tag}"
+    served = run_cmd(
+        [str(DEPLOYMENTS / "submit_run.sh"), "Write a haiku about queues", served_key, "--",
+         "-p", f"plan={json.dumps(GIVEN_PLAN)}"],
+        dict(env, PLANFLOW_DEPLOYMENT=SERVED), timeout=90,
+    )
+    assert served.returncode == 0, served.stderr[-3000:]
+    return Submitted(
+        daily_key, _flow_run_id(daily.stdout), served_key, _flow_run_id(served.stdout),
+        event_key, event_goal, json.loads(sent.stdout),
+    )
+
+
+def _ledger():
+    from planner.ledger import Ledger
+    from planner.settings import PlanflowSettings
+
+    return Ledger(PlanflowSettings().ledger_url)  # the worker's flow runs share the session's PLANFLOW_HOME
+
+
+# -- what prefect.yaml registered ----------------------------------------------------------
+
+
+def test_scheduled_deployment(stack: Stack, prefect_server: PrefectServer) -> None:
+    daily = stack.deployments[DAILY]
+    assert daily["work_pool_name"] == "planflow"
+    assert daily["entrypoint"] == "flows/plan_and_execute.py:plan_and_execute"
+    assert daily["pull_steps"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}
+    ]
+    (schedule,) = daily["schedules"]
+    assert schedule["active"] is True
+    assert schedule["schedule"]["cron"] == "0 7 * * *" and schedule["schedule"]["timezone"] == "UTC"
+    assert daily["parameters"]["goal"].strip()
+    assert daily["parameters"]["max_parallel"] == 4
+    # The server's scheduler fills in the coming runs, each at 07:00 UTC.
+    scheduled = wait_for(
+        lambda: prefect_server.flow_runs(
+            deployment_id={"any_": [daily["id"]]}, state={"type": {"any_": ["SCHEDULED"]}}
+        ),
+        60, "scheduled runs of daily-brief",
+    )
+    assert all(run["expected_start_time"].endswith("07:00:00Z") for run in scheduled), scheduled
+
+
+def test_event_deployment_and_its_trigger(stack: Stack, prefect_server: PrefectServer) -> None:
+    on_event = stack.deployments[ON_EVENT]
+    assert on_event["schedules"] == []
+    assert on_event["work_pool_name"] == "planflow"
+    with prefect_server.client() as c:
+        r = c.post("/automations/filter", json={})
+        r.raise_for_status()
+    mine = [
+        a for a in r.json()
+        if any(act.get("deployment_id") == on_event["id"] for act in a["actions"])
+    ]
+    assert len(mine) == 1, r.json()
+    (automation,) = mine
+    assert automation["enabled"] is True
+    assert automation["trigger"]["expect"] == ["planflow.goal.submitted"]
+    assert automation["trigger"]["posture"] == "Reactive" and automation["trigger"]["threshold"] == 1
+    (action,) = automation["actions"]
+    assert action["type"] == "run-deployment"
+    assert action["parameters"]["goal"] == "{{ event.payload.goal }}"
+    assert set(action["parameters"]) == {"goal", "run_key", "plan"}
+
+
+# -- goals submitted --------------------------------------------------------------------------
+
+
+def test_deployment_run_of_the_scheduled_deployment_completes(
+    submitted: Submitted, stack: Stack, prefect_server: PrefectServer
+) -> None:
+    run = prefect_server.wait_final(submitted.daily_id, RUN_TIMEOUT, stack.logs)
+    assert run["state_type"] == "COMPLETED", (run["state"], stack.logs())
+    assert run["name"] == submitted.daily_key
+    assert run["parameters"]["goal"] == stack.deployments[DAILY]["parameters"]["goal"]
+    record = _ledger().run(submitted.daily_key)
+    assert record.status == "completed" and record.answer == "result of node:y"
+    assert record.flow_run_id == submitted.daily_id
+
+
+def test_event_creates_a_run_that_completes(
+    submitted: Submitted, stack: Stack, prefect_server: PrefectServer
+) -> None:
+    event = submitted.event
+    assert event["event"] == "planflow.goal.submitted"
+    assert event["payload"] == {"goal": submitted.event_goal, "run_key": submitted.event_key}
+    deployment_id = stack.deployments[ON_EVENT]["id"]
+
+    def created() -> dict[str, Any] | None:
+        runs = prefect_server.flow_runs(deployment_id={"any_": [deployment_id]})
+        return next((r for r in runs if r["parameters"].get("run_key") == submitted.event_key), None)
+
+    run = wait_for(created, 60, f"a flow run for the event's run key {submitted.event_key}")
+    # The payload's fields became the parameters; the missing plan became null (so: planned).
+    assert run["parameters"]["goal"] == submitted.event_goal
+    assert run["parameters"]["plan"] is None
+    run = prefect_server.wait_final(run["id"], RUN_TIMEOUT, stack.logs)
+    assert run["state_type"] == "COMPLETED", (run["state"], stack.logs())
+    assert run["name"] == submitted.event_key
+    record = _ledger().run(submitted.event_key)
+    assert record.status == "completed" and record.goal == submitted.event_goal
+    assert record.answer == "result of node:second"  # the fake model's plan: first -> second
+
+
+def test_serve_runs_the_flow_without_a_worker(
+    submitted: Submitted, stack: Stack, prefect_server: PrefectServer
+) -> None:
+    run = prefect_server.wait_final(submitted.served_id, RUN_TIMEOUT, stack.logs)
+    assert run["state_type"] == "COMPLETED", (run["state"], stack.logs())
+    assert run["name"] == submitted.served_key
+    assert run["parameters"]["goal"] == "Write a haiku about queues"
+    with prefect_server.client() as c:
+        deployment = c.get(f"/deployments/name/{SERVED}").json()
+    assert run["deployment_id"] == deployment["id"] and deployment["work_pool_name"] is None
+    assert f"Flow run '{submitted.served_key}'" in stack.serve.tail(20_000), "serve.py did not run it"
+    assert _ledger().run(submitted.served_key).answer == "result of node:y"
