@@ -426,6 +426,7 @@ async def _synthesize(resources: RunResources, goal: str, plan: Plan, execution:
         sinks=tuple(plan.by_id[s] for s in sinks),
         model=resources.model,
         context_chars=settings.context_chars,
+        result_chars=settings.result_chars,
         max_tokens=_node_max_tokens(resources),
     )
     future = synthesize_answer.with_options(**retry_options(settings)).submit(

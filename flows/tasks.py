@@ -79,6 +79,7 @@ class SynthesisSpec(BaseModel):
     sinks: tuple[Task, ...]
     model: str
     context_chars: int
+    result_chars: int
     max_tokens: int
     prompt_version: str = PROMPT_VERSION
 
@@ -210,4 +211,5 @@ def synthesize_answer(spec: SynthesisSpec, sink_outcomes: dict[str, NodeOutcome]
     messages = synthesis_messages(
         spec.goal, [(t, sink_outcomes[t.id].output) for t in spec.sinks], spec.context_chars
     )
-    return call_model(messages=messages, purpose="synthesis", max_tokens=spec.max_tokens).text
+    answer = call_model(messages=messages, purpose="synthesis", max_tokens=spec.max_tokens).text
+    return truncate(answer, spec.result_chars)

@@ -52,6 +52,11 @@ __all__ = [
 ]
 
 
+def _show_id(task_id: str) -> str:
+    """An id as it reads in a one-line message: bare if plain, quoted if it has spaces or arrows."""
+    return task_id if task_id and all(c.isalnum() or c in "._-" for c in task_id) else repr(task_id)
+
+
 class PlanflowError(Exception):
     """Base of every error Planflow raises on purpose."""
 
@@ -137,7 +142,7 @@ class CycleError(PlanError):
 
     def __init__(self, cycle: Sequence[str]) -> None:
         self.cycle = list(cycle)
-        super().__init__(f"the plan has a dependency cycle: {' -> '.join(self.cycle)}")
+        super().__init__(f"the plan has a dependency cycle: {' -> '.join(map(_show_id, self.cycle))}")
 
     def __reduce__(self):
         return (type(self), (self.cycle,))

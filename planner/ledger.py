@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
+import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import event, func, inspect, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from planner.errors import RunInProgressError
@@ -45,15 +47,16 @@ def utcnow() -> datetime:
 
 
 def this_owner() -> str:
-    """Who executes a run: `host:pid`, so a dead local owner is detected at once."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who executes a run: `host:pid:token`. The pid finds a dead local owner at once;
+    the token tells two runs of one process apart."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def owner_is_alive(owner: str | None, heartbeat_at: datetime | None, now: datetime | None = None) -> bool:
     """True if the owner may still be executing: a live local pid, or a fresh heartbeat."""
     if not owner or heartbeat_at is None:
         return False
-    host, _, pid = owner.rpartition(":")
+    host, pid = (owner.split(":") + ["", ""])[:2]
     if host == socket.gethostname() and pid.isdigit():
         try:
             os.kill(int(pid), 0)
@@ -147,6 +150,16 @@ class Ledger:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = self._make_engine(url)
+        for attempt in range(10):
+            try:
+                self._create_schema()
+                break
+            except OperationalError:  # another process was creating it at the same moment
+                if attempt == 9:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _create_schema(self) -> None:
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # Several runs starting at once on an empty database would race to create types.

@@ -10,6 +10,7 @@ redacted, so no secret reaches a log, a report or a ledger row.
 from __future__ import annotations
 
 import email.utils
+import logging
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,8 @@ import openai
 from planner.errors import LLMError, PermanentLLMError, TransientLLMError
 
 __all__ = ["Completion", "LLMCall", "LLMClient", "classify_error", "parse_retry_after", "redact"]
+
+logger = logging.getLogger("planflow.llm")
 
 _TRANSIENT_STATUS = {408, 409, 425, 429}
 _MAX_ERROR_TEXT = 300
@@ -198,5 +201,9 @@ class LLMClient:
         )
 
     def _record(self, purpose: str, node_id: str | None, p: int, c: int, started: float, error: str | None) -> None:
+        # Bookkeeping must never cost an answer already paid for (or hide the model's error).
         if self._on_call is not None:
-            self._on_call(LLMCall(purpose, node_id, p, c, time.monotonic() - started, error))
+            try:
+                self._on_call(LLMCall(purpose, node_id, p, c, time.monotonic() - started, error))
+            except Exception as exc:
+                logger.warning("could not record a model call (%s): %s", purpose, type(exc).__name__)
