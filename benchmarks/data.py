@@ -1,0 +1,93 @@
+"""The plan DAGs the benchmarks run: real ones from benchdata, and synthetic layered ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import REPO_ROOT
+
+__all__ = ["dev_path", "layered_dag", "load_dev", "plan_of", "plan_stats"]
+
+
+def dev_path() -> Path:
+    """`../shared/benchdata/dev.jsonl` next to the repository (or $PLANFLOW_BENCHDATA)."""
+    override = os.environ.get("PLANFLOW_BENCHDATA")
+    base = Path(override) if override else REPO_ROOT.parent / "shared" / "benchdata"
+    return base / "dev.jsonl"
+
+
+@lru_cache(maxsize=1)
+def _load(path: str) -> tuple[dict[str, Any], ...]:
+    with open(path, encoding="utf-8") as f:
+        return tuple(json.loads(line) for line in f if line.strip())
+
+
+def load_dev() -> list[dict[str, Any]]:
+    path = dev_path()
+    if not path.exists():
+        raise FileNotFoundError(f"benchdata not found at {path} (set PLANFLOW_BENCHDATA to its folder)")
+    return list(_load(str(path)))
+
+
+def plan_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A benchdata record's gold DAG as a plan file `{"tasks": [...]}`."""
+    return {
+        "tasks": [
+            {"id": str(t["id"]), "description": t["description"], "depends_on": [str(d) for d in t["depends_on"]]}
+            for t in record["tasks"]
+        ]
+    }
+
+
+def plan_stats(plan: dict[str, Any]) -> dict[str, int]:
+    """Nodes, edges, depth (critical path in nodes), max width and sinks of a plan."""
+    from planner.graph import DependencyGraph
+
+    graph = DependencyGraph({t["id"]: tuple(t["depends_on"]) for t in plan["tasks"]})
+    waves = graph.waves()
+    return {
+        "n_nodes": len(graph),
+        "n_edges": sum(len(t["depends_on"]) for t in plan["tasks"]),
+        "depth": len(graph.critical_path()),
+        "max_width": max((len(w) for w in waves), default=0),
+        "n_sinks": len(graph.sinks()),
+    }
+
+
+def layered_dag(n: int, width: int = 10, seed: int = 0) -> dict[str, Any]:
+    """A deterministic random DAG of exactly `n` nodes: layers of `width`, one final sink.
+
+    Each node after the first layer depends on 1-3 random nodes of the layer
+    before it (and, one time in five, on one node of an earlier layer). The last
+    node depends on every node nothing else depends on, so the plan has one sink
+    and its result is the answer (no synthesis call).
+    """
+    if n < 2:
+        return {"tasks": [{"id": "n0", "description": "Do step 0 of the work.", "depends_on": []}]}
+    rng = random.Random(seed * 100_003 + n)
+    body = n - 1
+    layers: list[list[str]] = []
+    tasks: list[dict[str, Any]] = []
+    for i in range(body):
+        if i % width == 0:
+            layers.append([])
+        node = f"n{i}"
+        deps: list[str] = []
+        if len(layers) > 1:
+            prev = layers[-2]
+            deps = rng.sample(prev, k=min(len(prev), rng.randint(1, 3)))
+            if len(layers) > 2 and rng.random() < 0.2:
+                extra = rng.choice(rng.choice(layers[:-2]))
+                if extra not in deps:
+                    deps.append(extra)
+        layers[-1].append(node)
+        tasks.append({"id": node, "description": f"Do step {i} of the work.", "depends_on": sorted(deps)})
+    used = {d for t in tasks for d in t["depends_on"]}
+    sinks = [t["id"] for t in tasks if t["id"] not in used]
+    tasks.append({"id": "final", "description": "Combine the results into the answer.", "depends_on": sinks})
+    return {"tasks": tasks}

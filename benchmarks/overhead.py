@@ -1,0 +1,150 @@
+"""1. Orchestration overhead per node: the Prefect flow vs plain asyncio, zero model latency.
+
+Both executors run the same layered DAG against the same local server (which
+answers at once), with the same client library, prompts and parallelism. The
+time per node is then almost all orchestration. Prefect's temporary API server
+start-up is paid once per process; it is measured separately (`prefect_warmup`)
+and kept out of the per-node figures by a warm-up run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import baselines
+from benchmarks._instrument import IOCounter, ThreadProfiler
+from benchmarks._server import latency_server, reset_server
+from benchmarks.common import (
+    Result,
+    log,
+    prefect_server_pid,
+    process_cpu_seconds,
+    pyplot,
+    run_flow,
+    unique_key,
+    warm_prefect,
+)
+from benchmarks.data import layered_dag, plan_stats
+
+MAX_PARALLEL = 10
+GOAL = "Benchmark the orchestration overhead of a layered plan"
+
+
+def _measure(server: Any, fn: Any, n_nodes: int) -> dict[str, Any]:
+    reset_server(server)
+    pid = prefect_server_pid()
+    cpu0, srv0, t0 = time.process_time(), process_cpu_seconds(pid), time.monotonic()
+    fn()
+    wall = time.monotonic() - t0
+    cpu, srv_cpu = time.process_time() - cpu0, process_cpu_seconds(pid) - srv0
+    calls = server.calls
+    span = max(c.finished for c in calls) - min(c.started for c in calls) if calls else 0.0
+    return {
+        "wall_s": round(wall, 4),
+        "ms_per_node": round(1000 * wall / n_nodes, 3),
+        "call_span_ms_per_node": round(1000 * span / n_nodes, 3),
+        "cpu_ms_per_node": round(1000 * cpu / n_nodes, 3),
+        "prefect_server_cpu_ms_per_node": round(1000 * srv_cpu / n_nodes, 3),
+        "llm_calls": len(calls),
+    }
+
+
+def _asyncio_once(base_url: str, plan: dict[str, Any]) -> None:
+    async def main() -> None:
+        client = baselines.make_client(base_url)
+        try:
+            await baselines.run_asyncio(plan, GOAL, client, max_parallel=MAX_PARALLEL)
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+
+
+def run(out: Path, quick: bool) -> Result:
+    sizes = [10, 50] if quick else [10, 100, 500]
+    reps = {n: (1 if quick else (3 if n <= 100 else 1)) for n in sizes}
+    result = Result("overhead", quick, {"sizes": sizes, "reps": reps, "width": 10, "max_parallel": MAX_PARALLEL,
+                                        "latency_s": 0.0, "seed": 0})
+    server = latency_server(0.0)
+    try:
+        warmup = warm_prefect(server.base_url)
+        result["prefect_warmup"] = warmup
+        _asyncio_once(server.base_url, layered_dag(10))  # warm the baseline's imports too
+        rows = []
+        for n in sizes:
+            plan = layered_dag(n, width=10, seed=0)
+            stats = plan_stats(plan)
+            runs: dict[str, list[dict[str, Any]]] = {"prefect": [], "asyncio": []}
+            for rep in range(reps[n]):
+                runs["asyncio"].append(_measure(server, lambda: _asyncio_once(server.base_url, plan), n))
+                key = unique_key(f"overhead-{n}")
+                runs["prefect"].append(_measure(server, lambda: run_flow(GOAL, plan, key, MAX_PARALLEL, server.base_url), n))
+                log(f"overhead n={n} rep={rep}: prefect {runs['prefect'][-1]['ms_per_node']} ms/node, "
+                    f"asyncio {runs['asyncio'][-1]['ms_per_node']} ms/node")
+            med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
+            rows.append({
+                "n_nodes": n,
+                "dag": stats,
+                "prefect_ms_per_node": round(med["prefect"]["ms_per_node"], 3),
+                "asyncio_ms_per_node": round(med["asyncio"]["ms_per_node"], 3),
+                "ratio": round(med["prefect"]["ms_per_node"] / med["asyncio"]["ms_per_node"], 2),
+                "prefect_cpu_ms_per_node": round(med["prefect"]["cpu_ms_per_node"], 3),
+                "prefect_server_cpu_ms_per_node": round(med["prefect"]["prefect_server_cpu_ms_per_node"], 3),
+                "asyncio_cpu_ms_per_node": round(med["asyncio"]["cpu_ms_per_node"], 3),
+                "runs": runs,
+            })
+        result["sizes"] = rows
+        n_prof = 50 if quick else 100
+        result["profile"] = _profile(server, n_prof)
+        result["summary"] = {
+            "ms_per_node": {str(r["n_nodes"]): {"prefect": r["prefect_ms_per_node"], "asyncio": r["asyncio_ms_per_node"],
+                                                "ratio": r["ratio"]} for r in rows},
+            "prefect_first_run_s": warmup["first_run_s"],
+            "prefect_one_node_run_s": warmup["second_run_s"],
+        }
+    finally:
+        server.stop()
+    _plot(result, out)
+    result.write(out)
+    return result
+
+
+def _profile(server: Any, n: int) -> dict[str, Any]:
+    """One profiled Prefect run: cProfile of the flow thread and task threads, plus I/O counts."""
+    plan = layered_dag(n, width=10, seed=1)
+    reset_server(server)
+    port = int(server.base_url.rsplit(":", 1)[1].split("/", 1)[0])
+    key = unique_key(f"profile-{n}")
+    t0 = time.monotonic()
+    with IOCounter(ignore_port=port) as io, ThreadProfiler() as prof:
+        run_flow(GOAL, plan, key, MAX_PARALLEL, server.base_url)
+    wall = time.monotonic() - t0
+    report = prof.report(15)
+    report.update({"n_nodes": n, "wall_s_profiled": round(wall, 3), "io": io.summary(per=n)})
+    return report
+
+
+def _plot(result: Result, out: Path) -> None:
+    plt = pyplot()
+    rows = result["sizes"]
+    labels = [str(r["n_nodes"]) for r in rows]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    w = 0.38
+    ax.bar([i - w / 2 for i in x], [r["prefect_ms_per_node"] for r in rows], w, label="Planflow (Prefect flow)")
+    ax.bar([i + w / 2 for i in x], [r["asyncio_ms_per_node"] for r in rows], w, label="plain asyncio")
+    for i, r in zip(x, rows):
+        ax.annotate(f"{r['ratio']}x", (i - w / 2, r["prefect_ms_per_node"]), ha="center", va="bottom", fontsize=9)
+    ax.set_yscale("log")
+    ax.set_xticks(list(x), labels)
+    ax.set_xlabel("DAG size (nodes; layered, width 10)")
+    ax.set_ylabel("wall ms per node (log)")
+    ax.set_title(f"Orchestration overhead, zero model latency, max_parallel={MAX_PARALLEL}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "overhead.png", dpi=110)
+    plt.close(fig)

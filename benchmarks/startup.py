@@ -1,0 +1,199 @@
+"""5. Start-up: from `python flows/run.py` to the first model call, and the embedded model's speed.
+
+Each measurement runs the CLI on a 1-task `--plan` file (no planning call), so
+the first model call is the node's.
+
+* `running_server`: an OpenAI-compatible server is already up (the fake one,
+  answering at once). Measured on the server: launch -> first request. Prefect
+  runs as the CLI does by default: a temporary API server started by the CLI.
+  Its database is a copy of an already-migrated one, as on any machine after
+  its first run (the first run ever also migrates the schema: `prefect_first_run_s`
+  in overhead.json).
+* `running_server_with_prefect_api`: the same, with PREFECT_API_URL pointing at
+  a running Prefect server, to show what the temporary server costs.
+* `embedded_default`: no OPENAI_* variables, so the CLI starts the bundled
+  SmolLM2 in a child process we cannot watch; measured from the ledger instead:
+  launch -> the node's `started_at` (written just before its model call), and
+  the CLI's total wall time.
+* `import_only`: `python -c "import flows.plan_and_execute"`, the floor.
+* `embedded_tokens_per_s`: `planner.embedded.EmbeddedModelServer` + the openai
+  SDK, one ~200-token completion per repetition, with the default thread count
+  (PLANFLOW_EMBEDDED_THREADS) and, once, with 1 thread for comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _cli
+from benchmarks._env import session_dir
+from benchmarks._server import latency_server, reset_server
+from benchmarks.common import (
+    REPO_ROOT,
+    Result,
+    describe,
+    log,
+    prefect_api_url,
+    pyplot,
+    snapshot_prefect_db,
+    subprocess_env,
+    unique_key,
+    warm_prefect,
+)
+
+PLAN = {"tasks": [{"id": "t1", "description": "Say hello in three languages.", "depends_on": []}]}
+TOKENS_PROMPT = "Write a long, detailed essay about the history of bridges, from antiquity to today."
+
+
+def _node_started_after(ledger: Any, run_key: str, launched_wall: float) -> float | None:
+    nodes = [n for n in ledger.nodes(run_key) if n.started_at is not None]
+    if not nodes:
+        return None
+    started = nodes[0].started_at
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=timezone.utc)
+    return round(started.timestamp() - launched_wall, 3)
+
+
+def _cli_once(env: dict[str, str], plan_file: Path, log_dir: Path, tag: str, server: Any, ledger: Any) -> dict[str, Any]:
+    run_key = unique_key(tag)
+    if server is not None:
+        reset_server(server)
+    launched_wall, launched = time.time(), time.monotonic()
+    code, wall, _, stderr = _cli.run(["Say hello", "--plan", str(plan_file), "--run-key", run_key, "--quiet"],
+                                     env, log_dir, tag, timeout=300)
+    row: dict[str, Any] = {"exit_code": code, "wall_s": round(wall, 3),
+                           "node_started_s": _node_started_after(ledger, run_key, launched_wall)}
+    if server is not None and server.calls:
+        row["first_llm_call_s"] = round(min(c.started for c in server.calls) - launched, 3)
+    if code != 0:
+        row["stderr_tail"] = stderr[-1500:]
+    return row
+
+
+def _import_once() -> float:
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import flows.plan_and_execute"], cwd=str(REPO_ROOT), check=True)
+    return round(time.monotonic() - t0, 3)
+
+
+def _tokens_per_second(reps: int, threads: int) -> dict[str, Any]:
+    import openai
+
+    from planner.embedded import EmbeddedModelServer, EmbeddedServerConfig
+    from planner.settings import PlanflowSettings
+
+    settings = PlanflowSettings()
+    t0 = time.monotonic()
+    server = EmbeddedModelServer(EmbeddedServerConfig(ctx_size=settings.embedded_ctx, threads=threads))
+    server.start()
+    start_s = time.monotonic() - t0
+    rows = []
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key="embedded", max_retries=0, timeout=300)
+        for _ in range(reps):
+            t = time.monotonic()
+            response = client.chat.completions.create(
+                model=server.model, messages=[{"role": "user", "content": TOKENS_PROMPT}], max_tokens=200, temperature=0.7
+            )
+            seconds = time.monotonic() - t
+            tokens = response.usage.completion_tokens if response.usage else 0
+            rows.append({"completion_tokens": tokens, "seconds": round(seconds, 3),
+                         "tokens_per_s": round(tokens / seconds, 1), "finish_reason": response.choices[0].finish_reason})
+        client.close()
+    finally:
+        server.stop()
+    return {"threads": threads, "server_start_s": round(start_s, 3), "reps": rows,
+            "tokens_per_s": describe([r["tokens_per_s"] for r in rows])}
+
+
+def run(out: Path, quick: bool) -> Result:
+    reps = 1 if quick else 3
+    result = Result("startup", quick, {"reps": reps, "plan": "1 task, --plan file", "max_tokens": 200})
+    from planner.ledger import Ledger
+    from planner.settings import PlanflowSettings
+
+    work = session_dir() / "startup"
+    plan_file = work / "plan.json"
+    work.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(json.dumps(PLAN))
+    ledger = Ledger(PlanflowSettings().ledger_url)
+    server = latency_server(0.0)
+    modes: dict[str, list[dict[str, Any]]] = {"running_server": [], "running_server_with_prefect_api": [],
+                                              "embedded_default": [], "import_only": []}
+    try:
+        warm_prefect(server.base_url)
+        ephemeral_home = work / "prefect-ephemeral"
+        copied = snapshot_prefect_db(ephemeral_home)
+        fake = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-bench"}
+        envs = {
+            "running_server": subprocess_env(ephemeral_home, **fake),
+            "running_server_with_prefect_api": subprocess_env(work / "prefect-api", api_url=prefect_api_url(), **fake),
+            "embedded_default": subprocess_env(ephemeral_home),
+        }
+        for rep in range(reps):
+            modes["import_only"].append({"wall_s": _import_once()})
+            for mode, env in envs.items():
+                row = _cli_once(env, plan_file, work / "logs", f"{mode}-{rep}",
+                                None if mode == "embedded_default" else server, ledger)
+                modes[mode].append(row)
+                log(f"startup {mode} rep {rep}: {row}")
+        result["prefect_db_copied"] = copied
+    finally:
+        server.stop()
+        ledger.engine.dispose()
+    result["modes"] = modes
+    default_threads = PlanflowSettings().embedded_threads
+    result["embedded_model"] = _tokens_per_second(reps, default_threads)
+    log(f"embedded model, {default_threads} threads (default): {result['embedded_model']['tokens_per_s']}")
+    if default_threads != 1:  # on a busy 2-core machine, llama.cpp's threads fight the other processes
+        result["embedded_model_1_thread"] = _tokens_per_second(1, 1)
+        log(f"embedded model, 1 thread: {result['embedded_model_1_thread']['tokens_per_s']}")
+
+    def figure(mode: str, key: str) -> dict[str, Any]:
+        return describe([r[key] for r in modes[mode] if r.get(key) is not None])
+
+    result["summary"] = {
+        "running_server_first_llm_call_s": figure("running_server", "first_llm_call_s"),
+        "running_server_wall_s": figure("running_server", "wall_s"),
+        "with_prefect_api_first_llm_call_s": figure("running_server_with_prefect_api", "first_llm_call_s"),
+        "embedded_node_started_s": figure("embedded_default", "node_started_s"),
+        "embedded_wall_s": figure("embedded_default", "wall_s"),
+        "import_only_s": figure("import_only", "wall_s"),
+        "embedded_tokens_per_s": result["embedded_model"]["tokens_per_s"],
+        "embedded_threads": result["embedded_model"]["threads"],
+        "embedded_tokens_per_s_1_thread": result.data.get("embedded_model_1_thread", result["embedded_model"])["tokens_per_s"],
+        "embedded_server_start_s": result["embedded_model"]["server_start_s"],
+        "all_exit_codes_zero": all(r.get("exit_code", 0) == 0 for rows in modes.values() for r in rows),
+    }
+    _plot(result, out)
+    result.write(out)
+    return result
+
+
+def _plot(result: Result, out: Path) -> None:
+    plt = pyplot()
+    s = result["summary"]
+    labels = ["import only", "running LLM server\n+ Prefect API server", "running LLM server\n(default: temp. Prefect)",
+              "embedded model\n(default)"]
+    first = [s["import_only_s"].get("median", 0), s["with_prefect_api_first_llm_call_s"].get("median", 0),
+             s["running_server_first_llm_call_s"].get("median", 0), s["embedded_node_started_s"].get("median", 0)]
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    bars = ax.barh(labels, first, color=["grey", "C2", "C0", "C1"])
+    for bar, value in zip(bars, first):
+        ax.annotate(f"{value:.1f} s", (value, bar.get_y() + bar.get_height() / 2), va="center", fontsize=9,
+                    xytext=(3, 0), textcoords="offset points")
+    tps = s["embedded_tokens_per_s"].get("median", 0)
+    one = s.get("embedded_tokens_per_s_1_thread", {}).get("median", 0)
+    ax.set_xlabel("seconds from `python flows/run.py` to the first model call (median)")
+    ax.set_title(f"Start-up (embedded SmolLM2: {tps:.0f} tokens/s with {s.get('embedded_threads')} threads, "
+                 f"{one:.0f} with 1)")
+    fig.tight_layout()
+    fig.savefig(out / "startup.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,98 @@
+"""Print the README's results table from the result files: `python -m benchmarks.table [DIR]`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import DEFAULT_OUT
+
+
+def _load(out: Path, name: str) -> dict[str, Any] | None:
+    path = out / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def rows(out: Path) -> list[tuple[str, str, str]]:
+    table: list[tuple[str, str, str]] = []
+    if d := _load(out, "overhead"):
+        for n, f in d["summary"]["ms_per_node"].items():
+            size = next(r for r in d["sizes"] if str(r["n_nodes"]) == n)
+            table.append((f"Overhead, {n}-node DAG, 0 ms latency", f"{f['prefect']:.0f} ms/node "
+                          f"({size['prefect_cpu_ms_per_node']:.0f} ms CPU + {size['prefect_server_cpu_ms_per_node']:.0f} ms "
+                          "Prefect-server CPU)", f"{f['asyncio']:.1f} ms/node (asyncio); **{f['ratio']}x**"))
+        w = d["prefect_warmup"]
+        table.append(("Prefect first run on a fresh PREFECT_HOME (excluded above)", f"{w['first_run_s']:.0f} s",
+                      f"next 1-node run {w['second_run_s']:.1f} s"))
+    if d := _load(out, "makespan"):
+        s = d["summary"]
+        lat = int(d["params"]["latency_s"] * 1000)
+        for shape in ("dag", "chain"):
+            if shape not in s:
+                continue
+            f = {k: s[shape][k]["span_ratio"] for k in ("planflow", "asyncio", "sequential")}
+            table.append((f"Makespan / (critical path x {lat} ms), {shape}s (n={f['planflow']['n']}), median / p95",
+                          f"{f['planflow']['median']:.2f} / {f['planflow']['p95']:.2f}",
+                          f"asyncio {f['asyncio']['median']:.2f} / {f['asyncio']['p95']:.2f}; sequential "
+                          f"{f['sequential']['median']:.2f} / {f['sequential']['p95']:.2f}"))
+        failed = s.get("failed_runs", {}).get("planflow", [])
+        if failed:
+            table.append(("Makespan sample runs Planflow failed", f"{len(failed)} of {len(d['dags'])}", ", ".join(failed[:4])))
+    if d := _load(out, "resume"):
+        s = d["summary"]
+        table.append((f"Resume after SIGKILL ({s['trials']} trials): duplicate calls of finished nodes",
+                      f"**{s['duplicate_calls_total']}**",
+                      f"resumes completed {s['resumes_completed']}/{s['trials']}; nodes done before kill median "
+                      f"{s['nodes_completed_before_kill']['median']:.0f}"))
+        table.append(("Resume: tokens spent by the resumes vs tokens of nodes finished before the kill",
+                      f"{s['tokens_resume_total']} vs {s['tokens_completed_before_kill_total']}",
+                      "a restart from scratch re-pays the second figure"))
+        table.append(("Resume: wall time of the resuming CLI (median / p95)",
+                      f"{s['resume_wall_s']['median']:.1f} s / {s['resume_wall_s']['p95']:.1f} s",
+                      f"to its first model call: {s['resume_to_first_llm_call_s']['median']:.1f} s"))
+    if d := _load(out, "context_tokens"):
+        s = d["summary"]
+        table.append((f"Prompt tokens, naive / dependencies-only ({s['all']['plans']} plans >= 3 tasks)",
+                      f"{s['all']['naive_over_deps']:.2f}x ({s['all']['saved_fraction'] * 100:.0f}% saved)",
+                      f"DAGs {s['dag']['naive_over_deps']:.2f}x, chains {s['chain']['naive_over_deps']:.2f}x; per plan "
+                      f"p95 {s['all']['per_plan_ratio']['p95']:.2f}x"))
+    if d := _load(out, "startup"):
+        s = d["summary"]
+        table.append(("Start-up to first model call, running server (default temporary Prefect)",
+                      f"{s['running_server_first_llm_call_s'].get('median', float('nan')):.1f} s",
+                      f"with a Prefect API server: {s['with_prefect_api_first_llm_call_s'].get('median', float('nan')):.1f} s; "
+                      f"import alone {s['import_only_s'].get('median', float('nan')):.1f} s"))
+        table.append(("Start-up to first node, embedded model (default)",
+                      f"{s['embedded_node_started_s'].get('median', float('nan')):.1f} s",
+                      f"whole 1-task run {s['embedded_wall_s'].get('median', float('nan')):.1f} s"))
+        one = s.get("embedded_tokens_per_s_1_thread", {})
+        table.append((f"Embedded SmolLM2 tokens/s ({s.get('embedded_threads', '?')} threads / 1 thread)",
+                      f"{s['embedded_tokens_per_s'].get('median', float('nan')):.1f} / "
+                      f"{one.get('median', float('nan')):.1f}",
+                      f"server start {s['embedded_server_start_s']:.1f} s"))
+    if d := _load(out, "plan_quality"):
+        s = d["summary"]
+        table.append((f"Plan quality, {d['params']['model']} ({s['requests']} dev requests): edge F1 median / mean",
+                      f"{s['edge_f1'].get('median', float('nan')):.2f} / {s['edge_f1'].get('mean', float('nan')):.2f}",
+                      f"chain baseline {s['chain_baseline_edge_f1'].get('mean', float('nan')):.2f} (mean)"))
+        table.append(("Plan quality: node-count error (model - gold), median; repair rate; compile failures",
+                      f"{s['node_count_error'].get('median', float('nan')):+.0f}",
+                      f"repairs {s['repair_rate']}, compile failures {s['compile_failure_rate']}"))
+    return table
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUT
+    print("| figure | Planflow | baseline / context |")
+    print("| --- | --- | --- |")
+    for figure, ours, other in rows(out):
+        print(f"| {figure} | {ours} | {other} |")
+    if (run := out / "run_all.json").exists():
+        data = json.loads(run.read_text())
+        print(f"\nFull run: {data['total_wall_s'] / 60:.1f} min ({', '.join(f'{k} {v:.0f} s' for k, v in data['wall_s'].items())}).")
+
+
+if __name__ == "__main__":
+    main()

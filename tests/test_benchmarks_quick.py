@@ -1,0 +1,113 @@
+"""The benchmarks still run: `python -m benchmarks all --quick` once, then every result file checked.
+
+One subprocess for the whole suite of benchmarks (it starts Prefect, the CLI and
+the embedded model itself, in its own temporary homes); the figures are not
+judged here, only that each benchmark produced them and that they are sane.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NAMES = ("context_tokens", "overhead", "makespan", "resume", "startup", "plan_quality")
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("bench-quick")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "all", "--quick", "--out", str(out)],
+        cwd=str(REPO_ROOT),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    results = {}
+    for name in NAMES:
+        assert (out / f"{name}.png").stat().st_size > 1000, f"{name}.png missing or empty"
+        results[name] = json.loads((out / f"{name}.json").read_text())
+    results["run_all"] = json.loads((out / "run_all.json").read_text())
+    return results
+
+
+def _positive(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_every_result_has_the_common_envelope(quick_results):
+    for name in NAMES:
+        data = quick_results[name]
+        assert data["benchmark"] == name
+        assert data["quick"] is True
+        assert {"machine", "params", "summary", "wall_seconds"} <= set(data)
+        assert data["machine"]["cpus"] >= 1
+    assert quick_results["run_all"]["failed"] == []
+
+
+def test_overhead(quick_results):
+    data = quick_results["overhead"]
+    per_size = data["summary"]["ms_per_node"]
+    assert set(per_size) == {"10", "50"}
+    for figures in per_size.values():
+        assert _positive(figures["prefect"]) and _positive(figures["asyncio"]) and _positive(figures["ratio"])
+    assert _positive(data["summary"]["prefect_first_run_s"])
+    profile = data["profile"]
+    assert len(profile["flow_thread_top_cumulative"]) == 15
+    assert profile["io"]["result_files_written"] >= 1
+
+
+def test_makespan(quick_results):
+    summary = quick_results["makespan"]["summary"]
+    for shape in ("dag", "chain"):
+        for executor in ("planflow", "asyncio", "sequential"):
+            ratio = summary[shape][executor]["span_ratio"]
+            assert ratio["n"] >= 1
+            assert 0.9 <= ratio["median"] <= ratio["p95"] + 1e-9  # nothing beats the critical path
+    assert summary["dag"]["sequential"]["span_ratio"]["median"] >= summary["dag"]["asyncio"]["span_ratio"]["median"]
+
+
+def test_resume(quick_results):
+    summary = quick_results["resume"]["summary"]
+    assert summary["trials"] == 3
+    assert summary["resumes_completed"] == 3
+    assert summary["answers_ok"] == 3
+    assert summary["duplicate_calls_total"] == 0, "a node finished before the kill was paid for again"
+    assert summary["nodes_completed_before_kill"]["min"] >= 1
+    assert _positive(summary["resume_wall_s"]["median"])
+
+
+def test_context_tokens(quick_results):
+    summary = quick_results["context_tokens"]["summary"]
+    assert summary["all"]["plans"] > 1000
+    assert summary["all"]["naive_over_deps"] > 1.0
+    assert summary["dag"]["per_plan_ratio"]["min"] >= 1.0
+
+
+def test_startup(quick_results):
+    summary = quick_results["startup"]["summary"]
+    assert summary["all_exit_codes_zero"] is True
+    assert _positive(summary["running_server_first_llm_call_s"]["median"])
+    assert _positive(summary["embedded_node_started_s"]["median"])
+    assert _positive(summary["embedded_tokens_per_s"]["median"])
+
+
+def test_plan_quality(quick_results):
+    data = quick_results["plan_quality"]
+    summary = data["summary"]
+    assert summary["requests"] == 3
+    assert 0 <= summary["compile_failure_rate"] <= 1
+    for row in data["plans"]:
+        if row["compiled"]:
+            assert 0.0 <= row["edge_f1"] <= 1.0
+            assert row["pred_nodes"] >= 1
