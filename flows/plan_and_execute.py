@@ -401,10 +401,13 @@ async def _execute(
             )
         else:
             ledger.node_failed(run_key, node_id, str(error))
-        statuses = [n.status for n in ledger.nodes(run_key) if n.node_id in plan.by_id]
-        await resources.artifacts.progress(sum(s in ("completed", "cached") for s in statuses), len(plan.tasks))
+        if outcome is not None:
+            finished.add(node_id)
+        # Counted here, not queried: a ledger read per node made settling O(n^2).
+        await resources.artifacts.progress(len(finished), len(plan.tasks))
 
     done = {k: v for k, v in outcomes.items() if k in plan.by_id}
+    finished = set(done)
     return await execute_plan(
         plan,
         submit,
