@@ -28,25 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.flows import route  # noqa: F401  (re-exported: the faults tests route as the session does)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_PY = REPO_ROOT / "flows" / "run.py"
 CLI_TIMEOUT = 150.0
 
-_TASK_ID = re.compile(r"## Your task \(id: (.+?)\)")
 _GOAL = re.compile(r"^Goal: (.*)$", re.MULTILINE)
 
 
 # -- the fake model ------------------------------------------------------------------
-
-
-def route(body: dict) -> str:
-    """Same routing as the session's fake server: 'plan', 'node:<id>', 'replan', 'synthesis'."""
-    fmt = body.get("response_format") or {}
-    if fmt:
-        return str(fmt.get("json_schema", {}).get("name", "plan"))
-    match = _TASK_ID.search(body["messages"][-1]["content"])
-    return f"node:{match.group(1)}" if match else "synthesis"
 
 
 def goal_of(body: dict) -> str:
