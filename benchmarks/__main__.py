@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
 import time
 import traceback
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-temp", action="store_true", help="keep the session's temporary Prefect/Planflow homes")
     args = parser.parse_args(argv)
 
+    # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so servers stop and temp homes go.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     session = _env.prepare()  # before anything imports Prefect
     from benchmarks.common import DEFAULT_OUT, log
 

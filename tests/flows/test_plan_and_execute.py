@@ -202,3 +202,11 @@ class TestFreshRuns:
         assert first["run_key"] != second["run_key"]
         assert first["run_key"].startswith("a-daily-goal-")
         assert len(fake_llm.calls_for("plan")) == 2, "a fresh run must not replay the last one"
+
+
+class TestNaming:
+    def test_braces_in_a_description_are_text_not_a_template(self, fake_llm, run_key):
+        fake_llm.script("plan", '{"tasks": [{"id": "a", "description": "open {recep} and look", "depends_on": []}]}')
+        state, result = run_flow("braces", run_key=run_key)
+        assert state.is_completed(), result
+        assert result["answer"] == "result of node:a"
