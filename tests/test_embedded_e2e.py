@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.processes import group_members
 
 pytestmark = [pytest.mark.embedded, pytest.mark.slow]
 
@@ -20,18 +21,7 @@ TIMEOUT = 600.0
 
 
 def _live_group_members(pgid: int) -> list[str]:
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(entry)
-    return members
+    return [str(pid) for pid, _, _ in group_members(pgid)]
 
 
 def _progress(home: Path) -> str:

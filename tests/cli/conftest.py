@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.processes import group_members
 from support.fake_openai import Reply
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,26 +47,6 @@ class CliResult:
     @property
     def error_lines(self) -> list[str]:
         return [line for line in self.stderr.splitlines() if line.startswith("planflow: error:")]
-
-
-def group_members(pgid: int) -> list[tuple[int, str, str]]:
-    """Live (non-zombie) processes whose process group is `pgid`: (pid, state, command)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == pgid and state != "Z":
-            members.append((int(entry), state, cmdline))
-    return members
 
 
 def wait_group_gone(pgid: int, timeout: float = 10.0) -> list[tuple[int, str, str]]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.processes import group_members
 from support.flows import route  # noqa: F401  (re-exported: the faults tests route as the session does)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -137,18 +138,7 @@ class CliResult:
 
 
 def group_alive(pgid: int) -> list[int]:
-    alive = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(entry))
-    return alive
+    return [pid for pid, _, _ in group_members(pgid)]
 
 
 def kill_group(pgid: int) -> None:
