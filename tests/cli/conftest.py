@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.flows import route
 from support.processes import group_members
 from support.fake_openai import Reply
 
@@ -207,16 +207,7 @@ def plan_answer():
     return plan_json
 
 
-_TASK_ID = re.compile(r"## Your task \(id: (.+?)\)")
-
-
-def route_of(body: dict) -> str:
-    """Same routing as the session's fake server (tests/conftest.py `route`)."""
-    fmt = body.get("response_format") or {}
-    if fmt:
-        return str(fmt.get("json_schema", {}).get("name", "plan"))
-    match = _TASK_ID.search(body["messages"][-1]["content"])
-    return f"node:{match.group(1)}" if match else "synthesis"
+route_of = route  # the session's routing: 'plan', 'node:<id>', 'replan', 'synthesis'
 
 
 @pytest.fixture(scope="class")
