@@ -16,7 +16,7 @@ _TESTS_DIR = Path(__file__).resolve().parents[1] / "tests"
 if str(_TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(_TESTS_DIR))
 
-from support.fake_openai import FakeOpenAI, RecordedCall, Reply  # noqa: E402
+from support.fake_openai import FakeOpenAI, RecordedCall, Reply, words  # noqa: E402,F401  (words: the token count)
 from support.flows import route  # noqa: E402  ('plan', 'node:<id>', 'synthesis', 'replan')
 
 __all__ = ["FakeOpenAI", "RecordedCall", "Reply", "call_tokens", "latency_server", "reset_server", "route", "words"]
@@ -26,14 +26,6 @@ _FILLER = (
     "that its inputs are consistent with the goal so the next task can build on this result "
 ).split()
 
-
-def words(value: object) -> int:
-    """Whitespace word count of message content: the fake server's token count."""
-    if isinstance(value, str):
-        return len(value.split())
-    if isinstance(value, list):
-        return sum(words(p.get("text")) for p in value if isinstance(p, dict))
-    return 0
 
 
 def result_text(key: str, n_chars: int) -> str:

@@ -63,12 +63,12 @@ def json_reply(obj: Any) -> str:
     return json.dumps(obj)
 
 
-def _words(value: Any) -> int:
+def words(value: Any) -> int:
     """Whitespace word count of message content (a string or a list of text parts)."""
     if isinstance(value, str):
         return len(value.split())
     if isinstance(value, list):
-        return sum(_words(p.get("text")) for p in value if isinstance(p, dict))
+        return sum(words(p.get("text")) for p in value if isinstance(p, dict))
     return 0
 
 
@@ -176,8 +176,8 @@ def _completion(body: dict, reply: Reply) -> dict:
     messages = body.get("messages") or []
     prompt = reply.prompt_tokens
     if prompt is None:
-        prompt = sum(_words(m.get("content")) for m in messages if isinstance(m, dict))
-    completion = reply.completion_tokens if reply.completion_tokens is not None else _words(reply.content)
+        prompt = sum(words(m.get("content")) for m in messages if isinstance(m, dict))
+    completion = reply.completion_tokens if reply.completion_tokens is not None else words(reply.content)
     message = {"role": "assistant", "content": reply.content, "refusal": reply.refusal}
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
