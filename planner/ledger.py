@@ -349,22 +349,19 @@ class Ledger:
     # -- nodes -------------------------------------------------------------------
 
     def _update_node(self, run_key: str, node_id: str, **changes: Any) -> None:
-        with Session(self.engine) as s:
-            node = s.get(NodeRecord, (run_key, node_id))
-            if node is None:
-                return
-            for key, value in changes.items():
-                if key == "attempts_increment":
-                    node.attempts += value
-                else:
-                    setattr(node, key, value)
-            s.add(node)
-            s.commit()
+        """One UPDATE statement (no read first): this runs once or twice per node."""
+        values: dict[str, Any] = dict(changes)
+        if values.pop("attempts_increment", None):
+            values["attempts"] = NodeRecord.attempts + 1
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(NodeRecord)
+                .where(NodeRecord.run_key == run_key, NodeRecord.node_id == node_id)
+                .values(**values)
+            )
 
     def node_attempt_started(self, run_key: str, node_id: str) -> None:
-        self._update_node(
-            run_key, node_id, status="running", attempts_increment=1, started_at=utcnow(), error=None
-        )
+        self._update_node(run_key, node_id, status="running", attempts_increment=1, started_at=utcnow(), error=None)
 
     def node_completed(
         self, run_key: str, node_id: str, *, result: str, prompt_tokens: int, completion_tokens: int, cached: bool
@@ -388,9 +385,9 @@ class Ledger:
     # -- model calls -------------------------------------------------------------
 
     def record_llm_call(self, run_key: str, call: LLMCall) -> None:
-        with Session(self.engine) as s:
-            s.add(
-                LLMCallRecord(
+        with self.engine.begin() as conn:
+            conn.execute(
+                LLMCallRecord.__table__.insert().values(
                     run_key=run_key,
                     purpose=call.purpose,
                     node_id=call.node_id,
@@ -398,9 +395,9 @@ class Ledger:
                     completion_tokens=call.completion_tokens,
                     seconds=call.seconds,
                     error=call.error,
+                    at=utcnow(),
                 )
             )
-            s.commit()
 
     def llm_totals(self, run_key: str) -> dict[str, int]:
         with Session(self.engine) as s:
