@@ -1,6 +1,9 @@
 """Runs a plan's DAG as Prefect tasks: each node is submitted the moment its
-dependencies are done, with their futures as arguments (so Prefect draws the
-edges), and at most `max_parallel` nodes run at once.
+dependencies are done, and at most `max_parallel` nodes run at once.
+
+A node gets its dependencies' outcomes as values (already in memory here, so no
+task reads them back from result storage) and their futures as `wait_for`, so
+Prefect still records the edges and the UI draws the graph.
 
 Nodes whose dependencies failed are never submitted, so they never exist in
 Prefect: the remaining work after a failure is exactly the failed nodes plus
@@ -21,8 +24,10 @@ from planner.models import NodeOutcome, Plan
 
 __all__ = ["ExecutionResult", "NodeSubmitter", "execute_plan"]
 
-NodeSubmitter = Callable[[str, Mapping[str, Any]], PrefectConcurrentFuture[Any]]
-"""Submits node `id` given its dependencies' futures (or outcomes); returns its future."""
+NodeSubmitter = Callable[
+    [str, Mapping[str, NodeOutcome], list[PrefectConcurrentFuture[Any]]], PrefectConcurrentFuture[Any]
+]
+"""Submits node `id` given its dependencies' outcomes and futures (for `wait_for`); returns its future."""
 
 
 @dataclass
@@ -50,8 +55,8 @@ async def execute_plan(
     """Execute `plan`; stop submitting after the first failure but let running nodes finish.
 
     `already_done` holds outcomes of nodes finished earlier in this flow run (after a
-    replan); they are not submitted again, and their `prior_futures` still feed
-    dependents, so the UI keeps drawing those edges. `on_settled(node, outcome, error, cached)`
+    replan); they are not submitted again, and their `prior_futures` are still
+    waited for by dependents, so the UI keeps drawing those edges. `on_settled(node, outcome, error, cached)`
     is called as each node ends, for the ledger and the UI; if it returns an
     awaitable, that is awaited.
     """
@@ -64,11 +69,10 @@ async def execute_plan(
             for node in graph.ready(result.outcomes, started=started):
                 if len(in_flight) >= max_parallel:
                     break
-                upstream = {
-                    d: result.futures[d] if d in result.futures else result.outcomes[d]
-                    for d in graph.dependencies(node)
-                }
-                future = submit(node, upstream)
+                dependencies = graph.dependencies(node)
+                upstream = {d: result.outcomes[d] for d in dependencies}
+                wait_for = [result.futures[d] for d in dependencies if d in result.futures]
+                future = submit(node, upstream, wait_for)
                 result.futures[node] = future
                 in_flight[asyncio.wrap_future(future.wrapped_future)] = node
         if not in_flight:

@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.context import SyncClientContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.runtime import flow_run as current_flow_run
+from prefect.utilities.annotations import quote
 
 from flows.executor import ExecutionResult, execute_plan
 from flows.human import FailureAnswer, ask_about_failure, ask_to_approve
@@ -355,11 +356,6 @@ def _node_max_tokens(resources: RunResources) -> int:
     return min(limit, EMBEDDED_NODE_MAX_TOKENS) if resources.embedded else limit
 
 
-def _short(text: str, limit: int = 40) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 async def _execute(
     resources: RunResources,
     goal: str,
@@ -369,10 +365,10 @@ async def _execute(
 ) -> ExecutionResult:
     settings, ledger, run_key = resources.settings, resources.ledger, resources.run_key
     plan, version = position.plan, position.version
-    options = retry_options(settings)
-    tags = [f"run:{run_key}", f"plan:v{version}"]
+    # One task object per plan version (its tags); each run is named from its spec.
+    node_task = execute_node.with_options(tags=[f"run:{run_key}", f"plan:v{version}"], **retry_options(settings))
 
-    def submit(node_id: str, upstream: dict[str, Any]) -> Any:
+    def submit(node_id: str, upstream: dict[str, NodeOutcome], wait_for: list[Any]) -> Any:
         task = plan.by_id[node_id]
         spec = NodeSpec(
             run_key=run_key,
@@ -385,10 +381,9 @@ async def _execute(
             result_chars=settings.result_chars,
             max_tokens=_node_max_tokens(resources),
         )
-        # Prefect formats task_run_name as a template: braces in a description are text.
-        name = f"{node_id}: {_short(task.description)}".replace("{", "{{").replace("}", "}}")
-        node_task = execute_node.with_options(task_run_name=name, tags=tags, **options)
-        return node_task.submit(spec, upstream)
+        # quote(): plain values, nothing for Prefect to walk; edges come from wait_for alone
+        # (walking them also links interned strings such as the id "a" to a's result).
+        return node_task.submit(quote(spec), quote(upstream), wait_for=wait_for)
 
     async def settled(node_id: str, outcome: NodeOutcome | None, error: BaseException | None, cached: bool) -> None:
         if outcome is not None:
@@ -437,6 +432,8 @@ async def _synthesize(resources: RunResources, goal: str, plan: Plan, execution:
         max_tokens=_node_max_tokens(resources),
     )
     future = synthesize_answer.with_options(**retry_options(settings)).submit(
-        spec, {s: execution.futures.get(s, execution.outcomes[s]) for s in sinks}
+        quote(spec),
+        quote({s: execution.outcomes[s] for s in sinks}),
+        wait_for=[execution.futures[s] for s in sinks if s in execution.futures],
     )
     return await await_result(future)

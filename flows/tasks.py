@@ -167,7 +167,18 @@ def _node_key(context: Any, parameters: dict[str, Any]) -> str:
     )
 
 
-@task(name="node", persist_result=True, cache_key_fn=_node_key)
+def _short(text: str, limit: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _node_run_name(parameters: dict[str, Any]) -> str:
+    """`<id>: <short description>`: a callable, so braces in a description stay text."""
+    task: Task = parameters["spec"].task
+    return f"{task.id}: {_short(task.description)}"
+
+
+@task(name="node", task_run_name=_node_run_name, persist_result=True, cache_key_fn=_node_key)
 def execute_node(spec: NodeSpec, upstream: dict[str, NodeOutcome]) -> NodeOutcome:
     """Run one plan node: the goal, its task and its direct dependencies' results only."""
     resources = current_resources()
