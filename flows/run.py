@@ -223,9 +223,9 @@ def _run_goal(ledger: Any, goal: str, run_key: str, plan: dict[str, Any] | None,
                 view.__exit__(None, None, None)
     except KeyboardInterrupt:
         return _fail(f"interrupted; resume with --run-key {run_key}", EXIT_INTERRUPTED)
-    except Exception as exc:  # Prefect could not even start the flow run (API unreachable, ...)
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        return _fail(f"could not run the flow: {type(exc).__name__}: {first_line[:300]}", EXIT_UNAVAILABLE)
+    except Exception as exc:  # Prefect could not start the flow run, or lost its API during it
+        lost = _lost_service(exc, run_key)
+        return _fail(lost or f"could not run the flow: {type(exc).__name__}: {_first_line(exc)}", EXIT_UNAVAILABLE)
 
     outcome = state.result(raise_on_failure=False) if state.is_completed() or state.is_failed() else None
     if args.report and ledger.run(run_key) is not None:
@@ -248,8 +248,40 @@ def _run_goal(ledger: Any, goal: str, run_key: str, plan: dict[str, Any] | None,
         return _fail(str(outcome), EXIT_FAILED)
     if isinstance(outcome, PlanflowError):
         return _fail(f"{outcome} (run {run_key}; re-run with --run-key {run_key} to resume)", EXIT_FAILED)
+    if isinstance(outcome, BaseException) and (lost := _lost_service(outcome, run_key)):
+        return _fail(lost, EXIT_UNAVAILABLE)
     detail = f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else state.name
     return _fail(f"run {run_key} ended {state.name}: {str(detail).splitlines()[0][:300]}", EXIT_FAILED)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0][:300] if text else ""
+
+
+def _lost_service(exc: BaseException, run_key: str) -> str | None:
+    """Name the service a run lost (the ledger database, the Prefect API) and how to
+    resume once it is back; None if `exc` is not such an outage."""
+    import httpx
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    resume = f"the work done so far is kept; when it is back, resume with --run-key {run_key}"
+    error: BaseException | None = exc
+    for _ in range(10):  # the exception and what it was raised from
+        if error is None:
+            break
+        if isinstance(error, (OperationalError, InterfaceError)):  # the driver's error, never the URL
+            return f"the ledger database is unavailable ({type(error.orig).__name__}: {_first_line(error.orig)}); {resume}"
+        if isinstance(error, httpx.TransportError):
+            return f"the Prefect API at {_prefect_api_url()} is unreachable ({type(error).__name__}: {_first_line(error)}); {resume}"
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _prefect_api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or "Prefect's temporary local server"
 
 
 if __name__ == "__main__":

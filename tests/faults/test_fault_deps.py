@@ -160,12 +160,6 @@ class TestLedgerLostMidRun:
         _last_line(first.stderr)
         assert ledger_outage["password"] not in first.stderr
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: flows/run.py _run_goal reports a non-Planflow failure as 'run K ended Failed: "
-        "OperationalError: (psycopg.OperationalError) connection failed: ...': it does not say the "
-        "ledger database is what went away, nor give the --run-key to resume with",
-    )
     def test_the_error_names_the_ledger_and_how_to_resume(self, ledger_outage):
         line = _last_line(ledger_outage["first"].stderr)
         assert "ledger" in line, line
@@ -225,12 +219,6 @@ class TestPrefectApiLostMidRun:
         _last_line(first.stderr)
         assert api_outage["status_after_first"] != "running"
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: flows/run.py _run_goal's catch-all prints 'could not run the flow: ConnectError: All "
-        "connection attempts failed': it names neither the Prefect API (nor its URL) nor the "
-        "--run-key to resume with, though the flow had run and the model server was fine",
-    )
     def test_the_error_names_the_prefect_api_and_how_to_resume(self, api_outage):
         line = _last_line(api_outage["first"].stderr)
         assert "Prefect" in line and "127.0.0.1:" in line, line
