@@ -175,14 +175,18 @@ class _Compilation:
                 raise PlanParseError('the plan must be a JSON object {"tasks": [...]}: no "tasks" list found')
             for key in _TASK_LIST_KEYS:
                 if isinstance(data.get(key), list):
+                    self.repair("renamed_task_list", None, f'the task list was under "{key}", not "tasks"')
                     return data[key]
-            lists = [v for v in data.values() if isinstance(v, list)]
+            lists = [(k, v) for k, v in data.items() if isinstance(v, list)]
             if len(lists) == 1:
-                return lists[0]
+                key, items = lists[0]
+                self.repair("renamed_task_list", None, f'the task list was under "{key}", not "tasks"')
+                return items
             if _looks_like_task(data):
                 self.repair("wrapped_single_task", None, "the answer was one task object, not a list")
                 return [data]
         elif isinstance(data, list) and not self.strict:
+            self.repair("unwrapped_task_list", None, 'the answer was a bare JSON array, not {"tasks": [...]}')
             return data
         kind = type(data).__name__
         raise PlanParseError(f'the plan must be a JSON object {{"tasks": [...]}}, not a JSON {kind}')

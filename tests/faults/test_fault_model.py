@@ -59,7 +59,7 @@ class TestBadPlans:
                            {"a", "b"}, [], ["rejected", "no JSON plan found"]),
         "array_not_object": (json.dumps([{"id": "a", "description": "do a", "depends_on": []},
                                          {"id": "b", "description": "do b", "depends_on": ["a"]}]),
-                             None, {"a", "b"}, [], []),
+                             None, {"a", "b"}, [("unwrapped_task_list", None)], []),
         "empty_plan": ('{"tasks": []}', TWO, {"a", "b"}, [], ["rejected", "the plan has no tasks"]),
         "five_hundred_tasks": (FIVE_HUNDRED, TWO, {"a", "b"}, [],
                                ["rejected", "500 tasks", "limit of 12"]),

@@ -40,7 +40,8 @@ def kinds(compiled: CompiledPlan) -> list[tuple[str, str | None]]:
 
 
 def lenient(raw: Any, **kw: Any) -> CompiledPlan:
-    return compile_plan(raw, strict=False, **kw)
+    """Compile leniently; a Python list is the task list (a bare JSON array is a repair of its own)."""
+    return compile_plan({"tasks": raw} if isinstance(raw, list) else raw, strict=False, **kw)
 
 
 def strict(raw: Any) -> CompiledPlan:
@@ -86,14 +87,24 @@ class TestLenientFindsTheJson:
         assert shape(lenient(f"```\n{CLEAN_TEXT}\n```")) == EXPECTED_CLEAN
 
     def test_bare_list(self) -> None:
-        assert shape(lenient(json.dumps(CLEAN["tasks"]))) == EXPECTED_CLEAN
+        compiled = lenient(json.dumps(CLEAN["tasks"]))
+        assert shape(compiled) == EXPECTED_CLEAN
+        assert kinds(compiled) == [("unwrapped_task_list", None)]
 
     @pytest.mark.parametrize("key", ["steps", "plan", "subtasks"])
     def test_other_list_keys(self, key: str) -> None:
-        assert shape(lenient(json.dumps({key: CLEAN["tasks"]}))) == EXPECTED_CLEAN
+        compiled = lenient(json.dumps({key: CLEAN["tasks"]}))
+        assert shape(compiled) == EXPECTED_CLEAN
+        assert kinds(compiled) == [("renamed_task_list", None)]
+        assert f'"{key}"' in compiled.repairs[0].detail
 
     def test_single_list_under_any_key(self) -> None:
-        assert shape(lenient({"todo": CLEAN["tasks"], "note": "x"})) == EXPECTED_CLEAN
+        compiled = lenient({"todo": CLEAN["tasks"], "note": "x"})
+        assert shape(compiled) == EXPECTED_CLEAN
+        assert kinds(compiled) == [("renamed_task_list", None)]
+
+    def test_the_tasks_key_needs_no_repair(self) -> None:
+        assert kinds(lenient(CLEAN)) == []
 
     def test_bytes_and_python_data(self) -> None:
         assert shape(lenient(CLEAN_TEXT.encode())) == EXPECTED_CLEAN
