@@ -45,6 +45,12 @@ TRIGGER_PARAMETERS: dict[str, str] = {
 }
 """The event payload's fields that become parameters: the same as prefect.yaml's trigger."""
 
+HEARTBEAT_SECONDS = "30"
+"""PREFECT_FLOWS_HEARTBEAT_FREQUENCY of the runs, unless set: the same as prefect.yaml's."""
+
+TAGS = ["planflow", "serve"]
+"""Tags of the deployment and its runs; `planflow` puts them under deployments/zombies.yaml."""
+
 
 def goal_submitted_trigger() -> Any:
     """A trigger that runs the deployment once per planflow.goal.submitted event."""
@@ -79,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error("--cron needs --goal (a scheduled run has no one to ask for it)")
 
     os.chdir(ROOT)  # the deployment's entrypoint is flows/plan_and_execute.py, relative to here
+    # Before Prefect reads its settings: runs beat as often as prefect.yaml's do, which
+    # deployments/zombies.yaml relies on (Prefect's default, 180 s, would look dead).
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", HEARTBEAT_SECONDS)
     from prefect import serve
 
     from flows.plan_and_execute import plan_and_execute
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         cron=args.cron,
         triggers=None if args.no_event_trigger else [goal_submitted_trigger()],
         parameters={"goal": args.goal} if args.goal else None,
-        tags=["planflow", "serve"],
+        tags=TAGS,
         description="plan-and-execute served by deployments/serve.py",
     )
     serve(deployment, limit=args.limit)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything from nothing, on this machine: a local Prefect server (unless
-# PREFECT_API_URL already points at one), the process work pool, all deployments of
-# prefect.yaml, and one worker in the background. Stop it all with deployments/down.sh.
+# PREFECT_API_URL already points at one), the process work pool, the zombie-run
+# automation (deployments/zombies.yaml), all deployments of prefect.yaml, and one
+# worker in the background. Stop it all with deployments/down.sh.
 #
 #   deployments/up.sh
 #   export PREFECT_API_URL=http://127.0.0.1:4200/api      # as printed
@@ -22,6 +23,7 @@ fi
 echo "up: Prefect API $PREFECT_API_URL" >&2
 
 "$ROOT/deployments/create_pool.sh"
+"$ROOT/deployments/zombies.sh"
 "$ROOT/deployments/deploy.sh" >"$STATE/deploy.log" 2>&1 || { cat "$STATE/deploy.log" >&2; exit 1; }
 echo "up: deployed plan-and-execute/daily-brief and plan-and-execute/on-goal-submitted" >&2
 

@@ -83,6 +83,31 @@ def test_serve_uses_the_same_trigger(by_name) -> None:
     assert (served.posture, served.threshold) == (trigger["posture"], trigger["threshold"])
 
 
+def test_the_zombie_automation_watches_runs_that_beat_often_enough(config, by_name) -> None:
+    """deployments/zombies.yaml takes a run for dead after `within` seconds without a
+    heartbeat; every run it watches (tag planflow) must beat well inside that window."""
+    from prefect.events.schemas.automations import AutomationCore, Posture
+
+    zombies = AutomationCore.model_validate(yaml.safe_load((DEPLOYMENTS / "zombies.yaml").read_text()))
+    trigger = zombies.trigger
+    assert trigger.posture == Posture.Proactive and trigger.threshold == 1
+    assert trigger.after == {"prefect.flow-run.heartbeat"}
+    assert {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+            "prefect.flow-run.Crashed", "prefect.flow-run.Cancelled"} == trigger.expect
+    assert trigger.for_each == {"prefect.resource.id"}
+    assert trigger.match_related.model_dump() == {"prefect.resource.id": "prefect.tag.planflow", "prefect.resource.role": "tag"}
+    (action,) = zombies.actions
+    assert (action.type, action.state.value, action.force) == ("change-flow-run-state", "CRASHED", False)
+
+    beat = config["definitions"]["work_pool"]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]
+    serve = _module(DEPLOYMENTS / "serve.py", "planflow_serve")
+    assert serve.HEARTBEAT_SECONDS == beat and "planflow" in serve.TAGS
+    for deployment in by_name.values():
+        assert "planflow" in deployment["tags"]
+        assert deployment["work_pool"]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == beat
+    assert 30 <= int(beat) and trigger.within.total_seconds() >= 3 * int(beat)  # Prefect's minimum; late beats
+
+
 @pytest.mark.parametrize("script", sorted(p.name for p in DEPLOYMENTS.glob("*.sh")) + ["../scripts/prefect_server.sh", "../scripts/postgres.sh", "../scripts/install_test_deps.sh"])
 def test_shell_scripts_parse(script: str) -> None:
     result = subprocess.run(["bash", "-n", str(DEPLOYMENTS / script)], capture_output=True, text=True)
