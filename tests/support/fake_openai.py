@@ -192,6 +192,9 @@ def _completion(body: dict, reply: Reply) -> dict:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: the 6th of ten simultaneous connects
+    # is dropped and retried by the client's TCP stack a second later.
+    request_queue_size = 128
     owner: "FakeOpenAI"
 
     def handle_error(self, request: Any, client_address: Any) -> None:
