@@ -4,12 +4,17 @@ Both executors run the same layered DAG against the same local server (which
 answers at once), with the same client library, prompts and parallelism. The
 time per node is then almost all orchestration. Prefect's temporary API server
 start-up is paid once per process; it is measured separately (`prefect_warmup`)
-and kept out of the per-node figures by a warm-up run.
+and kept out of the per-node figures by a warm-up run. Each run starts with the
+server idle, and its CPU is counted until it has worked off the run's events.
+Planflow runs twice per repetition: as shipped, and without task-run tags
+(`PLANFLOW_TASK_TAGS=false`), whose tag concurrency-slot leases are the largest
+single cost Prefect adds per task run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from pathlib import Path
@@ -34,12 +39,26 @@ MAX_PARALLEL = 10
 GOAL = "Benchmark the orchestration overhead of a layered plan"
 
 
+def _wait_until_idle(pid: int | None, limit_s: float = 60.0) -> float:
+    """Wait until Prefect's server has worked off its event backlog (under 5% CPU for
+    0.5 s), so one run's backlog is not billed to the next; returns the seconds waited."""
+    t0 = time.monotonic()
+    while pid is not None and time.monotonic() - t0 < limit_s:
+        before = process_cpu_seconds(pid)
+        time.sleep(0.5)
+        if process_cpu_seconds(pid) - before < 0.025:
+            break
+    return time.monotonic() - t0
+
+
 def _measure(server: Any, fn: Any, n_nodes: int) -> dict[str, Any]:
     reset_server(server)
     pid = prefect_server_pid()
+    _wait_until_idle(pid)
     cpu0, srv0, t0 = time.process_time(), process_cpu_seconds(pid), time.monotonic()
     fn()
     wall = time.monotonic() - t0
+    drain = _wait_until_idle(pid)  # the server's work for this run, finished after it
     cpu, srv_cpu = time.process_time() - cpu0, process_cpu_seconds(pid) - srv0
     calls = server.calls
     span = max(c.finished for c in calls) - min(c.started for c in calls) if calls else 0.0
@@ -49,6 +68,7 @@ def _measure(server: Any, fn: Any, n_nodes: int) -> dict[str, Any]:
         "call_span_ms_per_node": round(1000 * span / n_nodes, 3),
         "cpu_ms_per_node": round(1000 * cpu / n_nodes, 3),
         "prefect_server_cpu_ms_per_node": round(1000 * srv_cpu / n_nodes, 3),
+        "server_drain_s": round(drain, 2),
         "llm_calls": len(calls),
     }
 
@@ -78,12 +98,20 @@ def run(out: Path, quick: bool) -> Result:
         for n in sizes:
             plan = layered_dag(n, width=10, seed=0)
             stats = plan_stats(plan)
-            runs: dict[str, list[dict[str, Any]]] = {"prefect": [], "asyncio": []}
+            runs: dict[str, list[dict[str, Any]]] = {"prefect": [], "prefect_untagged": [], "asyncio": []}
             for rep in range(reps[n]):
                 runs["asyncio"].append(_measure(server, lambda: _asyncio_once(server.base_url, plan), n))
-                key = unique_key(f"overhead-{n}")
-                runs["prefect"].append(_measure(server, lambda: run_flow(GOAL, plan, key, MAX_PARALLEL, server.base_url), n))
-                log(f"overhead n={n} rep={rep}: prefect {runs['prefect'][-1]['ms_per_node']} ms/node, "
+                for variant, tags in (("prefect", "true"), ("prefect_untagged", "false")):
+                    key = unique_key(f"overhead-{n}")
+                    os.environ["PLANFLOW_TASK_TAGS"] = tags  # the default; then without task-run tags
+                    try:
+                        runs[variant].append(
+                            _measure(server, lambda: run_flow(GOAL, plan, key, MAX_PARALLEL, server.base_url), n)
+                        )
+                    finally:
+                        os.environ.pop("PLANFLOW_TASK_TAGS", None)
+                log(f"overhead n={n} rep={rep}: prefect {runs['prefect'][-1]['ms_per_node']} ms/node "
+                    f"(untagged {runs['prefect_untagged'][-1]['ms_per_node']}), "
                     f"asyncio {runs['asyncio'][-1]['ms_per_node']} ms/node")
             med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
             rows.append({
@@ -92,6 +120,8 @@ def run(out: Path, quick: bool) -> Result:
                 "prefect_ms_per_node": round(med["prefect"]["ms_per_node"], 3),
                 "asyncio_ms_per_node": round(med["asyncio"]["ms_per_node"], 3),
                 "ratio": round(med["prefect"]["ms_per_node"] / med["asyncio"]["ms_per_node"], 2),
+                "untagged_ms_per_node": round(med["prefect_untagged"]["ms_per_node"], 3),
+                "untagged_ratio": round(med["prefect_untagged"]["ms_per_node"] / med["asyncio"]["ms_per_node"], 2),
                 "prefect_cpu_ms_per_node": round(med["prefect"]["cpu_ms_per_node"], 3),
                 "prefect_server_cpu_ms_per_node": round(med["prefect"]["prefect_server_cpu_ms_per_node"], 3),
                 "asyncio_cpu_ms_per_node": round(med["asyncio"]["cpu_ms_per_node"], 3),
@@ -102,7 +132,8 @@ def run(out: Path, quick: bool) -> Result:
         result["profile"] = _profile(server, n_prof)
         result["summary"] = {
             "ms_per_node": {str(r["n_nodes"]): {"prefect": r["prefect_ms_per_node"], "asyncio": r["asyncio_ms_per_node"],
-                                                "ratio": r["ratio"]} for r in rows},
+                                                "ratio": r["ratio"], "prefect_untagged": r["untagged_ms_per_node"],
+                                                "untagged_ratio": r["untagged_ratio"]} for r in rows},
             "prefect_first_run_s": warmup["first_run_s"],
             "prefect_one_node_run_s": warmup["second_run_s"],
         }
@@ -133,12 +164,17 @@ def _plot(result: Result, out: Path) -> None:
     rows = result["sizes"]
     labels = [str(r["n_nodes"]) for r in rows]
     x = range(len(rows))
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    w = 0.38
-    ax.bar([i - w / 2 for i in x], [r["prefect_ms_per_node"] for r in rows], w, label="Planflow (Prefect flow)")
-    ax.bar([i + w / 2 for i in x], [r["asyncio_ms_per_node"] for r in rows], w, label="plain asyncio")
-    for i, r in zip(x, rows):
-        ax.annotate(f"{r['ratio']}x", (i - w / 2, r["prefect_ms_per_node"]), ha="center", va="bottom", fontsize=9)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    w = 0.27
+    bars = (("prefect_ms_per_node", "Planflow (Prefect flow, default)", "ratio"),
+            ("untagged_ms_per_node", "Planflow, PLANFLOW_TASK_TAGS=false", "untagged_ratio"),
+            ("asyncio_ms_per_node", "plain asyncio", None))
+    for k, (field, label, ratio) in enumerate(bars):
+        xs = [i + (k - 1) * w for i in x]
+        ax.bar(xs, [r[field] for r in rows], w, label=label)
+        for xi, r in zip(xs, rows):
+            if ratio:
+                ax.annotate(f"{r[ratio]}x", (xi, r[field]), ha="center", va="bottom", fontsize=8)
     ax.set_yscale("log")
     ax.set_xticks(list(x), labels)
     ax.set_xlabel("DAG size (nodes; layered, width 10)")

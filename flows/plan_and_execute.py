@@ -366,7 +366,8 @@ async def _execute(
     settings, ledger, run_key = resources.settings, resources.ledger, resources.run_key
     plan, version = position.plan, position.version
     # One task object per plan version (its tags); each run is named from its spec.
-    node_task = execute_node.with_options(tags=[f"run:{run_key}", f"plan:v{version}"], **retry_options(settings))
+    tags = [f"run:{run_key}", f"plan:v{version}"] if settings.task_tags else []
+    node_task = execute_node.with_options(tags=tags, **retry_options(settings))
 
     def submit(node_id: str, upstream: dict[str, NodeOutcome], wait_for: list[Any]) -> Any:
         task = plan.by_id[node_id]

@@ -74,6 +74,12 @@ class PlanflowSettings(BaseSettings):
     result_chars: int = Field(
         default=20000, ge=100, description="Characters of a node's output kept; the rest is cut."
     )
+    task_tags: bool = Field(
+        default=True,
+        description="Tag each node's task run with run:<key> and plan:v<N>, for filtering in the UI. "
+        "Prefect then takes tag concurrency slots from its server for every tagged task run "
+        "(measured: about a third of the per-node overhead); turn off for throughput.",
+    )
     embedded_ctx: int = Field(default=8192, ge=512, description="Context size of the embedded model.")
     embedded_threads: int = Field(default=2, ge=1, description="CPU threads of the embedded model.")
 
