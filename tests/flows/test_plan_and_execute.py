@@ -211,28 +211,42 @@ class TestNaming:
         assert state.is_completed(), result
         assert result["answer"] == "result of node:a"
 
-    def test_task_runs_are_named_and_carry_the_plan_edges(self, fake_llm, run_key):
+    def test_task_runs_are_named_tagged_and_carry_the_plan_edges(self, fake_llm, run_key):
         """The UI draws the DAG from each task run's inputs: every dependency must be there."""
-        import asyncio
-
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
         fake_llm.script("plan", plan_json(("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"])))
         state, result = run_flow("edges", run_key=run_key)
         assert state.is_completed(), result
 
-        async def task_runs():
-            async with get_client() as client:
-                return await client.read_task_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-                )
-
-        runs = {r.name.split(":", 1)[0]: r for r in asyncio.run(task_runs()) if r.name[:1] in "abcd"}
+        runs = _node_task_runs(state, "abcd")
         assert {n: r.name for n, r in runs.items()} == {n: f"{n}: do {n}" for n in "abcd"}
+        assert all(set(r.tags) == {f"run:{run_key}", "plan:v1"} for r in runs.values())
         by_id = {r.id: n for n, r in runs.items()}
         upstream = {
             n: {by_id[i.id] for inputs in r.task_inputs.values() for i in inputs if getattr(i, "id", None) in by_id}
             for n, r in runs.items()
         }
         assert upstream == {"a": set(), "b": {"a"}, "c": {"a"}, "d": {"b", "c"}}
+
+    def test_task_tags_can_be_turned_off(self, fake_llm, run_key, monkeypatch):
+        monkeypatch.setenv("PLANFLOW_TASK_TAGS", "false")
+        fake_llm.script("plan", plan_json(("a", []), ("b", ["a"])))
+        state, result = run_flow("untagged", run_key=run_key)
+        assert state.is_completed(), result
+        runs = _node_task_runs(state, "ab")
+        assert set(runs) == {"a", "b"} and all(r.tags == [] for r in runs.values())
+
+
+def _node_task_runs(state, node_ids):
+    """The flow run's task runs of the given nodes, by node id, read back from Prefect."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            )
+
+    return {r.name.split(":", 1)[0]: r for r in asyncio.run(read()) if r.name.split(":", 1)[0] in node_ids}
