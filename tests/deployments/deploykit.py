@@ -9,6 +9,7 @@ and their descendants, found by parent pid in /proc.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -83,6 +84,38 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def flow_run_processes(flow_run_id: str) -> list[int]:
+    """Pids of the processes executing a flow run: a worker or serve.py starts each run in a
+    process of its own whose environment names it (PREFECT__FLOW_RUN_ID)."""
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def sigkill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def flow_run_id_of(output: str) -> str:
+    """The flow run id that `prefect deployment run` (or submit_run.sh) printed."""
+    match = re.search(r"UUID: ([0-9a-f-]{36})", output)
+    assert match, f"no flow run id in:\n{output}"
+    return match.group(1)
 
 
 @dataclass
@@ -188,6 +221,35 @@ class PrefectServer:
         runs = self.flow_runs(name={"any_": [name]})
         return runs[0] if runs else None
 
+    def events(self, name: str, resource_id: str | None = None, related_id: str | None = None) -> list[dict[str, Any]]:
+        """Events of one name about one resource (e.g. a flow run's heartbeats) or naming
+        it as a related resource (e.g. a worker's events about a flow run), newest first."""
+        query: dict[str, Any] = {"event": {"name": [name]}}
+        if resource_id:
+            query["resource"] = {"id": [resource_id]}
+        if related_id:
+            query["related"] = {"id": [related_id]}
+        with self.client() as c:
+            r = c.post("/events/filter", json={"filter": query, "limit": 50})
+            r.raise_for_status()
+            return r.json()["events"]
+
+    def run_deployment(self, name: str, parameters: dict[str, Any]) -> dict[str, Any]:
+        """What `prefect deployment run NAME -p ...` does, without a CLI process: a
+        scheduled flow run of the deployment, for a worker to take."""
+        with self.client() as c:
+            deployment = c.get(f"/deployments/name/{name}")
+            deployment.raise_for_status()
+            r = c.post(f"/deployments/{deployment.json()['id']}/create_flow_run", json={"parameters": parameters})
+            r.raise_for_status()
+            return r.json()
+
+    def automations_named(self, name: str) -> list[dict[str, Any]]:
+        with self.client() as c:
+            r = c.post("/automations/filter", json={})
+            r.raise_for_status()
+            return [a for a in r.json() if a["name"] == name]
+
     def wait_final(self, flow_run_id: str, timeout: float, log: Callable[[], str] = lambda: "") -> dict[str, Any]:
         """Poll the API until the flow run is in a final state; return the run."""
         deadline = time.monotonic() + timeout
@@ -225,6 +287,49 @@ def stop_prefect_server(server: PrefectServer) -> None:
             os.kill(leftover, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+# -- the deployments' stack: pool, deployments, a worker, serve.py ---------------------------
+
+DEPLOYMENTS = REPO_ROOT / "deployments"
+DAILY = "plan-and-execute/daily-brief"
+ON_EVENT = "plan-and-execute/on-goal-submitted"
+SERVED = "plan-and-execute/test-serve"  # deployments/serve.py --name test-serve
+ZOMBIE_AFTER = 45
+"""The zombie automation's window in the tests (deployments/zombies.yaml: 90 s); above
+the runs' 30 s heartbeat (Prefect's minimum) with room for a late one."""
+IN_FLIGHT = 600.0
+"""Seconds a model call the tests kill mid-way takes: longer than any test waits (the
+stack's runs get a model timeout above it, so the call is still in flight at the kill)."""
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]  # for commands: PREFECT_API_URL, no model endpoint
+    runner_env: dict[str, str]  # of the worker and serve.py, so of their flow runs
+    deployments: dict[str, dict[str, Any]]  # "flow/name" -> deployment, from the API
+    worker: Background  # deployments/worker.sh on the planflow pool (replaced if a test kills it)
+    serve: Background  # deployments/serve.py: no pool, no worker
+    log_dir: Path
+
+    def logs(self) -> str:
+        return f"--- worker ---\n{self.worker.tail()}\n--- serve.py ---\n{self.serve.tail()}"
+
+    @property
+    def worker_prefect_home(self) -> str:
+        """Where the worker's flow runs keep their task results (what a resume replays)."""
+        return self.runner_env["PREFECT_HOME"]
+
+
+
+def start_worker(name: str, env: Mapping[str, str], log_dir: Path) -> Background:
+    """deployments/worker.sh in the background (see `worker_started`)."""
+    return start_background(name, [str(DEPLOYMENTS / "worker.sh"), "--name", name], env, log_dir)
+
+
+def worker_started(worker: Background) -> bool:
+    assert worker.alive(), f"the worker exited:\n{worker.tail()}"
+    return "started" in worker.tail()
 
 
 # -- one flow run against the server, shared by the artifact and UI tests ------------------

@@ -7,33 +7,28 @@ run. deployments/serve.py serves the flow with no worker at all."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from deploykit import (
+    DAILY,
+    DEPLOYMENTS,
+    ON_EVENT,
     PREFECT,
     REPO_ROOT,
-    Background,
+    SERVED,
     PrefectServer,
+    Stack,
+    flow_run_id_of,
     run_cmd,
-    start_background,
-    subprocess_env,
     wait_for,
 )
-from support.fake_openai import FakeOpenAI
-from support.flows import echo_node, plan_json
 
 pytestmark = pytest.mark.slow
 
-DEPLOYMENTS = REPO_ROOT / "deployments"
-DAILY = "plan-and-execute/daily-brief"
-ON_EVENT = "plan-and-execute/on-goal-submitted"
-SERVED = "plan-and-execute/test-serve"
 RUN_TIMEOUT = 150.0
 GIVEN_PLAN = {
     "tasks": [
@@ -41,76 +36,6 @@ GIVEN_PLAN = {
         {"id": "y", "description": "do y", "depends_on": ["x"]},
     ]
 }
-
-
-@dataclass
-class Stack:
-    env: dict[str, str]
-    deployments: dict[str, dict[str, Any]]  # "flow/name" -> deployment, from the API
-    worker: Background  # deployments/worker.sh on the planflow pool
-    serve: Background  # deployments/serve.py: no pool, no worker
-
-    def logs(self) -> str:
-        return f"--- worker ---\n{self.worker.tail()}\n--- serve.py ---\n{self.serve.tail()}"
-
-
-@pytest.fixture(scope="module")
-def stack(
-    prefect_server: PrefectServer, llm_server: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    """The user's steps, overlapped where they can be: deployments/create_pool.sh,
-    deployments/worker.sh (a process worker), deployments/deploy.sh (prefect --no-prompt
-    deploy --all), and deployments/serve.py. Flow runs of the worker and of serve.py talk
-    to the fake model (OPENAI_BASE_URL in their environment)."""
-    llm_server.reset()
-    llm_server.set_default(echo_node)
-    llm_server.script("plan", plan_json(("first", []), ("second", ["first"])))
-    logs = tmp_path_factory.mktemp("stack")
-    env = subprocess_env(PREFECT_API_URL=prefect_server.api, PREFECT_HOME=str(logs / "prefect-home"))
-    runner_env = dict(
-        env,
-        PREFECT_WORKER_QUERY_SECONDS="1",
-        PREFECT_WORKER_PREFETCH_SECONDS="5",
-        PREFECT_RUNNER_POLL_FREQUENCY="1",
-        OPENAI_BASE_URL=llm_server.base_url,
-        OPENAI_API_KEY="sk-test-key",
-    )
-    # serve.py without its event trigger: the on-goal-submitted deployment already reacts to it.
-    serve = start_background(
-        "serve", [sys.executable, str(DEPLOYMENTS / "serve.py"), "--name", SERVED.split("/")[1], "--no-event-trigger"],
-        runner_env, logs, cwd=logs,
-    )
-    worker = None
-    try:
-        pool = run_cmd([str(DEPLOYMENTS / "create_pool.sh")], env, timeout=120)
-        assert pool.returncode == 0, f"create_pool.sh failed:\n{pool.stdout[-3000:]}\n{pool.stderr[-3000:]}"
-        worker = start_background("worker", [str(DEPLOYMENTS / "worker.sh"), "--name", "test-worker"], runner_env, logs)
-        deploy = run_cmd([str(DEPLOYMENTS / "deploy.sh")], env, timeout=180)
-        assert deploy.returncode == 0, f"deploy.sh failed:\n{deploy.stdout[-3000:]}\n{deploy.stderr[-3000:]}"
-        found = {}
-        with prefect_server.client() as c:
-            for name in (DAILY, ON_EVENT):
-                r = c.get(f"/deployments/name/{name}")
-                assert r.status_code == 200, f"{name} was not deployed:\n{deploy.stdout[-3000:]}"
-                found[name] = r.json()
-
-        def up() -> bool:
-            assert worker.alive(), f"the worker exited:\n{worker.tail()}"
-            assert serve.alive(), f"serve.py exited:\n{serve.tail()}"
-            return "started" in worker.tail() and "polling" in serve.tail()
-
-        wait_for(up, 120, "the worker and serve.py to start")
-        yield Stack(env, found, worker, serve)
-    finally:
-        if worker is not None:
-            worker.kill()
-        serve.kill()
-
-
-def _flow_run_id(output: str) -> str:
-    match = re.search(r"UUID: ([0-9a-f-]{36})", output)
-    assert match, f"no flow run id in:\n{output}"
-    return match.group(1)
 
 
 @dataclass
@@ -152,7 +77,7 @@ def submitted(stack: Stack) -> Submitted:
     )
     assert served.returncode == 0, served.stderr[-3000:]
     return Submitted(
-        daily_key, _flow_run_id(daily.stdout), served_key, _flow_run_id(served.stdout),
+        daily_key, flow_run_id_of(daily.stdout), served_key, flow_run_id_of(served.stdout),
         event_key, event_goal, json.loads(sent.stdout),
     )
 
@@ -170,6 +95,8 @@ def _ledger():
 def test_scheduled_deployment(stack: Stack, prefect_server: PrefectServer) -> None:
     daily = stack.deployments[DAILY]
     assert daily["work_pool_name"] == "planflow"
+    # Its runs beat every 30 s whichever worker runs them (deployments/zombies.yaml relies on it).
+    assert daily["job_variables"] == {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}}
     assert daily["entrypoint"] == "flows/plan_and_execute.py:plan_and_execute"
     assert daily["pull_steps"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}
