@@ -35,7 +35,6 @@ from benchmarks.data import load_dev
 
 EMBEDDED_MAX_TASKS = 7  # flows.plan_and_execute.EMBEDDED_MAX_TASKS
 SEED = 66
-EMBEDDED_THREADS = 1  # not the default 2: on a busy 2-core machine 2 llama.cpp threads run ~10x slower
 TIME_BUDGET_S = 1500  # full run: stop asking for more plans after this (the sample actually graded is reported)
 
 
@@ -135,10 +134,10 @@ async def _grade(
 
 
 def run(out: Path, quick: bool) -> Result:
-    n = 3 if quick else 30
+    n = 2 if quick else 30
     base_url = os.environ.get("BENCH_OPENAI_BASE_URL")
     records = select(n)
-    embedded_server = None
+    embedded_server, threads = None, None
     if base_url:
         api_key = os.environ.get("BENCH_OPENAI_API_KEY", "not-needed")
         model = os.environ.get("BENCH_MODEL", "gpt-4o-mini")
@@ -148,14 +147,13 @@ def run(out: Path, quick: bool) -> Result:
         from planner.settings import PlanflowSettings
 
         settings = PlanflowSettings()
-        embedded_server = EmbeddedModelServer(
-            EmbeddedServerConfig(ctx_size=settings.embedded_ctx, threads=EMBEDDED_THREADS)
-        ).start()
+        threads = settings.embedded_threads
+        embedded_server = EmbeddedModelServer(EmbeddedServerConfig(ctx_size=settings.embedded_ctx, threads=threads)).start()
         base_url, api_key, model, embedded = embedded_server.base_url, "embedded", embedded_server.model, True
     result = Result("plan_quality", quick, {"sample": n, "seed": SEED, "model": model,
                                             "endpoint": "embedded SmolLM2-135M" if embedded_server else "BENCH_OPENAI_BASE_URL",
                                             "schema": "positional_plan_schema(7)" if embedded else "strict_json_schema(Plan)",
-                                            "embedded_threads": EMBEDDED_THREADS if embedded_server else None,
+                                            "embedded_threads": threads,
                                             "time_budget_s": None if quick else TIME_BUDGET_S})
     try:
         rows = asyncio.run(_grade(records, base_url, api_key, model, embedded, None if quick else TIME_BUDGET_S))

@@ -7,6 +7,7 @@ Planflow uses the embedded model: no key, no network.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,16 @@ __all__ = ["EMBEDDED", "PlanflowSettings"]
 
 EMBEDDED = "embedded"
 """The `model` value that selects the bundled SmolLM2 model."""
+
+
+def default_embedded_threads() -> int:
+    """llama.cpp threads that spin against a busy Prefect server collapse: measured on
+    2 cores with one core busy, 2 threads gave 25 tokens/s and 1 thread 55."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus - 1))
 
 
 class PlanflowSettings(BaseSettings):
@@ -81,7 +92,12 @@ class PlanflowSettings(BaseSettings):
         "(measured: about a third of the per-node overhead); turn off for throughput.",
     )
     embedded_ctx: int = Field(default=8192, ge=512, description="Context size of the embedded model.")
-    embedded_threads: int = Field(default=2, ge=1, description="CPU threads of the embedded model.")
+    embedded_threads: int = Field(
+        default_factory=lambda: default_embedded_threads(),
+        ge=1,
+        description="CPU threads of the embedded model; default one fewer than the CPUs (1 to 4), "
+        "leaving a core to Prefect and the flow.",
+    )
 
     @field_validator("home", mode="after")
     @classmethod

@@ -18,6 +18,14 @@ class TestEnvironment:
         assert (s.base_url, s.api_key, s.model, s.max_tasks) == (None, None, None, 12)
         assert s.model_name == "gpt-4o-mini"
 
+    def test_embedded_threads_leave_a_core_free(self, clean_env: pytest.MonkeyPatch) -> None:
+        import os
+
+        cpus = len(os.sched_getaffinity(0))
+        assert PlanflowSettings().embedded_threads == max(1, min(4, cpus - 1))
+        clean_env.setenv("PLANFLOW_EMBEDDED_THREADS", "3")
+        assert PlanflowSettings().embedded_threads == 3
+
     def test_openai_variables_read(self, clean_env: pytest.MonkeyPatch) -> None:
         clean_env.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
         clean_env.setenv("OPENAI_API_KEY", SECRET)
