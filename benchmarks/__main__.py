@@ -19,12 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=[*BENCHMARKS, "all"], help="which benchmark (or all, in a fixed order)")
     parser.add_argument("--quick", action="store_true", help="small samples, for the test suite (< 2 min for all)")
     parser.add_argument("--out", type=Path, default=None, help="where to write <name>.json/.png (default benchmarks/results)")
+    parser.add_argument("--prefect-db", type=Path, default=None, metavar="FILE",
+                        help="start from a copy of this migrated Prefect database (skips a fresh one's migration)")
     parser.add_argument("--keep-temp", action="store_true", help="keep the session's temporary Prefect/Planflow homes")
     args = parser.parse_args(argv)
 
     # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so servers stop and temp homes go.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    session = _env.prepare()  # before anything imports Prefect
+    session = _env.prepare(args.prefect_db)  # before anything imports Prefect
     from benchmarks.common import DEFAULT_OUT, log
 
     out = (args.out or DEFAULT_OUT).resolve()

@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchmarks import _env
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 
@@ -167,7 +169,7 @@ def warm_prefect(base_url: str) -> dict[str, Any]:
         "import_flow_s": round(imported - started, 3),
         "first_run_s": round(first_run, 3),
         "second_run_s": round(time.monotonic() - second, 3),
-        "fresh_prefect_home": True,
+        "fresh_prefect_home": not _env.seeded(),
     }
     log(f"Prefect warm: import {_WARMUP['import_flow_s']}s, first run {_WARMUP['first_run_s']}s, "
         f"second 1-node run {_WARMUP['second_run_s']}s")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +25,12 @@ NAMES = ("context_tokens", "overhead", "makespan", "resume", "startup", "plan_qu
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     out = tmp_path_factory.mktemp("bench-quick")
+    # The session's Prefect database, migrated by the tests before (if any ran): a copy
+    # spares the benchmarks a fresh database's 20-50 s migration.
+    seed = Path(os.environ["PREFECT_HOME"]) / "prefect.db"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "all", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks", "all", "--quick", "--out", str(out),
+         *(["--prefect-db", str(seed)] if seed.is_file() else [])],
         cwd=str(REPO_ROOT),
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -58,9 +63,11 @@ def test_every_result_has_the_common_envelope(quick_results):
 def test_overhead(quick_results):
     data = quick_results["overhead"]
     per_size = data["summary"]["ms_per_node"]
-    assert set(per_size) == {"10", "50"}
+    assert set(per_size) == {"20"}
     for figures in per_size.values():
-        assert _positive(figures["prefect"]) and _positive(figures["asyncio"]) and _positive(figures["ratio"])
+        for figure in ("prefect", "prefect_drained", "prefect_untagged", "asyncio", "ratio", "untagged_ratio"):
+            assert _positive(figures[figure]), (figure, figures)
+        assert figures["prefect_drained"] >= figures["prefect"]
     assert _positive(data["summary"]["prefect_first_run_s"])
     profile = data["profile"]
     assert len(profile["flow_thread_top_cumulative"]) == 15
@@ -79,9 +86,9 @@ def test_makespan(quick_results):
 
 def test_resume(quick_results):
     summary = quick_results["resume"]["summary"]
-    assert summary["trials"] == 3
-    assert summary["resumes_completed"] == 3
-    assert summary["answers_ok"] == 3
+    assert summary["trials"] == 2
+    assert summary["resumes_completed"] == 2
+    assert summary["answers_ok"] == 2
     assert summary["duplicate_calls_total"] == 0, "a node finished before the kill was paid for again"
     assert summary["nodes_completed_before_kill"]["min"] >= 1
     assert _positive(summary["resume_wall_s"]["median"])
@@ -105,7 +112,7 @@ def test_startup(quick_results):
 def test_plan_quality(quick_results):
     data = quick_results["plan_quality"]
     summary = data["summary"]
-    assert summary["requests"] == 3
+    assert summary["requests"] == 2
     assert 0 <= summary["compile_failure_rate"] <= 1
     for row in data["plans"]:
         if row["compiled"]:
