@@ -88,8 +88,8 @@ class PlanflowSettings(BaseSettings):
     task_tags: bool = Field(
         default=True,
         description="Tag each node's task run with run:<key> and plan:v<N>, for filtering in the UI. "
-        "Prefect then takes tag concurrency slots from its server for every tagged task run "
-        "(measured: about a third of the per-node overhead); turn off for throughput.",
+        "Prefect then looks up tag concurrency limits before each tagged task run, serialised "
+        "per tag set (measured: about 2 s per run); turn off for throughput.",
     )
     embedded_ctx: int = Field(default=8192, ge=512, description="Context size of the embedded model.")
     embedded_threads: int = Field(
