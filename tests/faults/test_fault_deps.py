@@ -79,8 +79,11 @@ def _outage(server, env: dict[str, str], tmp, ledger, run_key: str, cut, restore
         calls_first = node_calls(server)
         restore()
         report_path = tmp / "report.json"
+        # The re-run is a user's, after the recovery: Prefect's client retries as by default (5)
+        # (with none, one 503 from a busy server, e.g. on a tag-slot lookup, fails a node).
+        rerun_env = {**env, "PREFECT_CLIENT_MAX_RETRIES": "5"}
         second = cli.run("Survive an outage", "--run-key", run_key, "--quiet", "--report", str(report_path),
-                         env=env, timeout=150)
+                         env=rerun_env, timeout=150)
         report = json.loads(report_path.read_text()) if report_path.exists() else None
         return {
             "first": first, "second": second, "ended_after_cut": ended_after_cut,
