@@ -33,7 +33,7 @@ from flows.tasks import (
     synthesize_answer,
 )
 from planner.compiler import CompiledPlan, compile_plan
-from planner.errors import PlanError, PlanflowError, RunFailedError, UserInputError
+from planner.errors import LLMError, PlanError, PlanflowError, RunFailedError, UserInputError
 from planner.embedded import EMBEDDED_MODEL_NAME
 from planner.ledger import Ledger, this_owner
 from planner.models import NodeOutcome, Plan
@@ -262,6 +262,10 @@ async def _execute_with_replans(
             return position, execution
         outcomes, futures = execution.outcomes, execution.futures
         failed_id, error = next(iter(execution.failed.items()))
+        if not isinstance(error, LLMError):
+            # The database, Prefect's API or the process failed, not the task's model call:
+            # a new plan cannot fix that, and resuming the run key later can.
+            raise error
         hint = None
         if not settings.replan_on_failure or position.replans_used >= settings.max_replans:
             message = _give_up_message(resources, failed_id, error, position.replans_used)

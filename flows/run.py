@@ -251,7 +251,11 @@ def _run_goal(ledger: Any, goal: str, run_key: str, plan: dict[str, Any] | None,
     if isinstance(outcome, BaseException) and (lost := _lost_service(outcome, run_key)):
         return _fail(lost, EXIT_UNAVAILABLE)
     detail = f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else state.name
-    return _fail(f"run {run_key} ended {state.name}: {str(detail).splitlines()[0][:300]}", EXIT_FAILED)
+    return _fail(
+        f"run {run_key} ended {state.name}: {str(detail).splitlines()[0][:300]}; "
+        f"the work done so far is kept: re-run with --run-key {run_key} to resume",
+        EXIT_FAILED,
+    )
 
 
 def _first_line(exc: BaseException) -> str:

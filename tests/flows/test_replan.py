@@ -148,3 +148,31 @@ class TestResumeAcrossReplans:
         assert len(fake_llm.calls_for("replan")) == 1
         assert calls_per_node(fake_llm) == {"a": 1, "b": 1, "v2.1": 2, "c": 1}
         assert result["plan_version"] == 2
+
+
+class TestNotTheTasksFault:
+    def test_a_database_failure_in_a_node_fails_the_run_without_a_replan(self, fake_llm, run_key, ledger):
+        """Only a task's model call failing for good is worth a new plan; a broken ledger is not."""
+        from sqlalchemy import text
+        from sqlalchemy.exc import IntegrityError
+
+        fake_llm.script("plan", plan_json(("a", []), ("b", ["a"])))
+        trigger = f"planflow_test_fail_{run_key.replace('-', '_')}"
+        with ledger.engine.begin() as conn:  # the database itself refuses b's start
+            conn.execute(text(
+                f"CREATE TRIGGER {trigger} BEFORE UPDATE ON nodes "
+                f"WHEN NEW.run_key = '{run_key}' AND NEW.node_id = 'b' AND NEW.status = 'running' "
+                "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+            ))
+        try:
+            state, error = run_flow("database failure", run_key=run_key)
+        finally:
+            with ledger.engine.begin() as conn:
+                conn.execute(text(f"DROP TRIGGER {trigger}"))
+        assert state.is_failed()
+        assert isinstance(error, IntegrityError) and "disk on fire" in str(error), repr(error)
+        assert fake_llm.calls_for("replan") == [], "a replan cannot fix the database"
+        assert calls_per_node(fake_llm) == {"a": 1}
+        run = ledger.run(run_key)
+        assert run.status == "failed" and "disk on fire" in run.error
+        assert {n.node_id: n.status for n in ledger.nodes(run_key)}["a"] == "completed"
