@@ -115,6 +115,16 @@ async def plan_and_execute(
     )
     user_plan = compile_plan(plan, strict=True) if plan is not None else None
     ledger = Ledger(settings.ledger_url)
+    try:
+        return await _run(ledger, settings, run_key, goal, user_plan)
+    finally:
+        ledger.close()
+
+
+async def _run(
+    ledger: Ledger, settings: PlanflowSettings, run_key: str, goal: str, user_plan: CompiledPlan | None
+) -> dict[str, Any]:
+    """Claim the run key, then plan (or resume), execute and answer; the ledger says how it ended."""
     _check_run_key(ledger, run_key, goal)
     owner = this_owner()
     flow_run_id = str(current_flow_run.id)

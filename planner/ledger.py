@@ -193,6 +193,10 @@ class Ledger:
             return engine
         return create_engine(url, pool_pre_ping=True)
 
+    def close(self) -> None:
+        """Close the pooled connections (a process that runs many flows would keep them all)."""
+        self.engine.dispose()
+
     def check(self) -> None:
         """Fail fast, with the database's own error, if the ledger is unreachable."""
         with self.engine.connect() as conn:

@@ -250,3 +250,24 @@ def _node_task_runs(state, node_ids):
             )
 
     return {r.name.split(":", 1)[0]: r for r in asyncio.run(read()) if r.name.split(":", 1)[0] in node_ids}
+
+
+class TestLongLivedProcess:
+    def test_runs_do_not_leak_file_descriptors(self, fake_llm, monkeypatch):
+        """A process that runs flow after flow (the Python API, a test suite) keeps no
+        connections of finished runs. (Tags off: Prefect itself keeps a client per tag set.)"""
+        import os
+        import uuid
+
+        monkeypatch.setenv("PLANFLOW_TASK_TAGS", "false")
+        fake_llm.script("plan", plan_json(("a", []), ("b", ["a"])))
+
+        def open_fds() -> int:
+            return len(os.listdir("/proc/self/fd"))
+
+        run_flow("leak check", run_key=f"leak-{uuid.uuid4().hex[:8]}")  # warm: Prefect's own clients
+        before = open_fds()
+        for _ in range(4):
+            state, result = run_flow("leak check", run_key=f"leak-{uuid.uuid4().hex[:8]}")
+            assert state.is_completed(), result
+        assert open_fds() - before <= 2, f"{open_fds() - before} more open files after 4 runs"
