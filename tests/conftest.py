@@ -63,7 +63,9 @@ def ledger():
     from planner.ledger import Ledger
     from planner.settings import PlanflowSettings
 
-    return Ledger(PlanflowSettings().ledger_url)
+    ledger = Ledger(PlanflowSettings().ledger_url)
+    yield ledger
+    ledger.close()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
