@@ -93,7 +93,7 @@ class PlanflowSettings(BaseSettings):
     )
     embedded_ctx: int = Field(default=8192, ge=512, description="Context size of the embedded model.")
     embedded_threads: int = Field(
-        default_factory=lambda: default_embedded_threads(),
+        default_factory=default_embedded_threads,
         ge=1,
         description="CPU threads of the embedded model; default one fewer than the CPUs (1 to 4), "
         "leaving a core to Prefect and the flow.",
