@@ -134,7 +134,7 @@ def run(out: Path, quick: bool) -> Result:
             r = rows[-1]
             log(f"resume trial {n}: {r['nodes_completed_before_kill']} done before kill, "
                 f"{r['duplicate_calls']} duplicate calls, resume {r['resume_wall_s']} s, exit {r['resume_exit_code']}")
-        ledger.engine.dispose()
+        ledger.close()
     finally:
         server.stop()
     result["trials"] = rows

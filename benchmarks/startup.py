@@ -154,7 +154,7 @@ def run(out: Path, quick: bool) -> Result:
         result["prefect_db_copied"] = copied
     finally:
         server.stop()
-        ledger.engine.dispose()
+        ledger.close()
     result["modes"] = modes
     default_threads = PlanflowSettings().embedded_threads
     result["embedded_model"] = _tokens_per_second(reps, default_threads, 64 if quick else 200)

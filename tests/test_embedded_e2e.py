@@ -35,7 +35,7 @@ def _progress(home: Path) -> str:
         for run in ledger.runs():
             lines.append(f"run {run.run_key}: {run.status}, plan v{run.plan_version}, {ledger.llm_totals(run.run_key)}")
             lines += [f"  {n.node_id}: {n.status} (attempts {n.attempts})" for n in ledger.nodes(run.run_key)]
-        ledger.engine.dispose()
+        ledger.close()
     else:
         lines.append("no ledger yet")
     log = home / "embedded-model.log"

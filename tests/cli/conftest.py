@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 import pytest
 from support.flows import route
-from support.processes import group_members
+from support.processes import group_members, kill_group
 from support.fake_openai import Reply
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -57,13 +56,6 @@ def wait_group_gone(pgid: int, timeout: float = 10.0) -> list[tuple[int, str, st
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
-
-
-def kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class CliRunner:
@@ -187,7 +179,7 @@ def cli_ledger():
 
     led = Ledger(PlanflowSettings().ledger_url)
     yield led
-    led.engine.dispose()
+    led.close()
 
 
 @pytest.fixture

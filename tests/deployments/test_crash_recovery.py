@@ -124,7 +124,7 @@ def ledger():
 
     led = Ledger(PlanflowSettings().ledger_url)
     yield led
-    led.engine.dispose()
+    led.close()
 
 
 @dataclass

@@ -169,7 +169,7 @@ def test_concurrent_flows_on_postgres(postgres: Postgres, pg_server: PrefectServ
         # They ran at the same time: each started before any finished.
         assert max(r.started_at for r in runs) < min(r.finished_at for r in runs), "the runs did not overlap"
     finally:
-        ledger.engine.dispose()
+        ledger.close()
 
     # Prefect's own state is in PostgreSQL too: its flow_run table has the three runs, completed.
     prefect_db = sa.create_engine(postgres.prefect_url.replace("+asyncpg", "+psycopg"))

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import sqlite3
 import struct
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.processes import group_members
+from support.processes import group_members, kill_group
 from support.flows import route  # noqa: F401  (re-exported: the faults tests route as the session does)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -139,13 +138,6 @@ class CliResult:
 
 def group_alive(pgid: int) -> list[int]:
     return [pid for pid, _, _ in group_members(pgid)]
-
-
-def kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class Cli:

@@ -130,7 +130,7 @@ def test_processes_opening_a_fresh_ledger_at_once_all_succeed(tmp_path):
         def open_it() -> None:
             barrier.wait()
             try:
-                Ledger(url).engine.dispose()
+                Ledger(url).close()
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
 

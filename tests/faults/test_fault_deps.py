@@ -149,7 +149,7 @@ def ledger_outage(_fake_server, prefect_api_url, tmp_path_factory) -> Iterator[d
                          f"fault-ledger-outage-{uuid.uuid4().hex[:6]}", proxy.cut, proxy.restore)
         yield {**outage, "password": pg.password}
     finally:
-        direct.engine.dispose()
+        direct.close()
         proxy.close()
         pg.stop()
         _fake_server.reset()
@@ -209,7 +209,7 @@ def api_outage(_fake_server, prefect_api_url, tmp_path_factory) -> Iterator[dict
         yield _outage(_fake_server, env, tmp_path_factory.mktemp("api-outage"), ledger,
                       f"fault-api-outage-{uuid.uuid4().hex[:6]}", proxy.cut, proxy.restore)
     finally:
-        ledger.engine.dispose()
+        ledger.close()
         proxy.close()
         _fake_server.reset()
 

@@ -78,7 +78,7 @@ def bad_input_results(_fake_server, tmp_path_factory) -> Iterator[dict[str, Any]
     _fake_server.reset()
     # The CLI opens the ledger first; create it now so that these runs test their input, not
     # the race of many processes creating a fresh ledger (test_fault_concurrency covers that).
-    Ledger(PlanflowSettings().ledger_url).engine.dispose()
+    Ledger(PlanflowSettings().ledger_url).close()
     env = {**os.environ, "OPENAI_BASE_URL": _fake_server.base_url, "OPENAI_API_KEY": "sk-test",
            "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # reaching Prefect at all would fail loudly
     runner = Cli(env, tmp)

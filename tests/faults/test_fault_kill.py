@@ -152,7 +152,7 @@ def killed(_fake_server, prefect_api_url, tmp_path_factory) -> Iterator[dict[str
         yield runs
     finally:
         cli.close()
-        ledger.engine.dispose()
+        ledger.close()
         _fake_server.reset()
 
 

@@ -42,7 +42,7 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     """A fresh SQLite ledger in the test's own directory."""
     led = Ledger(f"sqlite:///{tmp_path / 'ledger' / 'planflow.db'}")
     yield led
-    led.engine.dispose()
+    led.close()
 
 
 @pytest.fixture

@@ -1,8 +1,17 @@
-"""Which processes a test left behind: members of a process group, read from /proc."""
+"""Process groups a test started: which members are left (read from /proc), and killing them."""
 
 from __future__ import annotations
 
 import os
+import signal
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process of group `pgid`; nothing if it is gone or not ours."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def group_members(pgid: int) -> list[tuple[int, str, str]]:
