@@ -31,9 +31,7 @@ def prepare(prefect_db: Path | None = None) -> Path:
         raise RuntimeError("benchmarks._env.prepare() must run before prefect is imported")
     _SESSION = Path(tempfile.mkdtemp(prefix="planflow-bench-"))
     if prefect_db is not None and prefect_db.is_file():
-        (_SESSION / "prefect").mkdir()
-        with sqlite3.connect(prefect_db) as src, sqlite3.connect(_SESSION / "prefect" / "prefect.db") as dst:
-            src.backup(dst)  # consistent even while another process writes to it
+        copy_prefect_db(prefect_db, _SESSION / "prefect")
         _SEEDED = True
     for var in [v for v in os.environ if v.startswith(("OPENAI_", "PLANFLOW_", "PREFECT_"))]:
         del os.environ[var]
@@ -49,6 +47,14 @@ def prepare(prefect_db: Path | None = None) -> Path:
         }
     )
     return _SESSION
+
+
+def copy_prefect_db(source: Path, dest_home: Path) -> None:
+    """Copy a Prefect SQLite database into `dest_home` (the backup API: consistent even
+    while a server writes to it)."""
+    dest_home.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(source) as src, sqlite3.connect(dest_home / "prefect.db") as dst:
+        src.backup(dst)
 
 
 def seeded() -> bool:

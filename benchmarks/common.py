@@ -7,7 +7,6 @@ import json
 import math
 import os
 import platform
-import sqlite3
 import statistics
 import sys
 import time
@@ -219,9 +218,7 @@ def snapshot_prefect_db(dest_home: Path) -> bool:
     source = Path(os.environ["PREFECT_HOME"]) / "prefect.db"
     if not source.exists():
         return False
-    dest_home.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(source) as src, sqlite3.connect(dest_home / "prefect.db") as dst:
-        src.backup(dst)
+    _env.copy_prefect_db(source, dest_home)
     return True
 
 
