@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from deploykit import (
     ANSWER,
@@ -121,11 +122,11 @@ def stack(
         assert zombies.returncode == 0, f"zombies.sh failed:\n{zombies.stdout[-3000:]}\n{zombies.stderr[-3000:]}"
         deploy = run_cmd([str(DEPLOYMENTS / "deploy.sh")], env, timeout=180)
         assert deploy.returncode == 0, f"deploy.sh failed:\n{deploy.stdout[-3000:]}\n{deploy.stderr[-3000:]}"
-        with prefect_server.client() as c:
-            for name in (DAILY, ON_EVENT):
-                r = c.get(f"/deployments/name/{name}")
-                assert r.status_code == 200, f"{name} was not deployed:\n{deploy.stdout[-3000:]}"
-                stack.deployments[name] = r.json()
+        for name in (DAILY, ON_EVENT):
+            try:
+                stack.deployments[name] = prefect_server.request("GET", f"/deployments/name/{name}").json()
+            except httpx.HTTPStatusError as error:
+                pytest.fail(f"{name} was not deployed ({error}):\n{deploy.stdout[-3000:]}")
 
         def up() -> bool:
             assert serve.alive(), f"serve.py exited:\n{serve.tail()}"

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ PREFECT = str(BIN / "prefect")
 RUN_PY = REPO_ROOT / "flows" / "run.py"
 TEST_OUTPUT = REPO_ROOT / "test-output"
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+RETRYABLE_STATUS = {429, 502, 503}
 
 
 # -- small helpers ------------------------------------------------------------------------
@@ -205,17 +207,25 @@ class PrefectServer:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.api, timeout=30)
 
-    def flow_run(self, flow_run_id: str) -> dict[str, Any]:
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call, retried on 429/502/503 as Prefect's own client does: a busy
+        SQLite-backed server answers 503 ("database is locked") and expects a retry."""
+        deadline = time.monotonic() + 60
+        delay = 0.5
         with self.client() as c:
-            r = c.get(f"/flow_runs/{flow_run_id}")
-            r.raise_for_status()
-            return r.json()
+            while True:
+                r = c.request(method, path, **kwargs)
+                if r.status_code not in RETRYABLE_STATUS or time.monotonic() > deadline:
+                    r.raise_for_status()
+                    return r
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def flow_run(self, flow_run_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/flow_runs/{flow_run_id}").json()
 
     def flow_runs(self, **flow_run_filter: Any) -> list[dict[str, Any]]:
-        with self.client() as c:
-            r = c.post("/flow_runs/filter", json={"flow_runs": flow_run_filter})
-            r.raise_for_status()
-            return r.json()
+        return self.request("POST", "/flow_runs/filter", json={"flow_runs": flow_run_filter}).json()
 
     def flow_run_named(self, name: str) -> dict[str, Any] | None:
         runs = self.flow_runs(name={"any_": [name]})
@@ -229,26 +239,18 @@ class PrefectServer:
             query["resource"] = {"id": [resource_id]}
         if related_id:
             query["related"] = {"id": [related_id]}
-        with self.client() as c:
-            r = c.post("/events/filter", json={"filter": query, "limit": 50})
-            r.raise_for_status()
-            return r.json()["events"]
+        return self.request("POST", "/events/filter", json={"filter": query, "limit": 50}).json()["events"]
 
     def run_deployment(self, name: str, parameters: dict[str, Any]) -> dict[str, Any]:
         """What `prefect deployment run NAME -p ...` does, without a CLI process: a
         scheduled flow run of the deployment, for a worker to take."""
-        with self.client() as c:
-            deployment = c.get(f"/deployments/name/{name}")
-            deployment.raise_for_status()
-            r = c.post(f"/deployments/{deployment.json()['id']}/create_flow_run", json={"parameters": parameters})
-            r.raise_for_status()
-            return r.json()
+        deployment = self.request("GET", f"/deployments/name/{name}").json()
+        # The idempotency key makes a retried create (after a 503) return the same run.
+        body = {"parameters": parameters, "idempotency_key": uuid.uuid4().hex}
+        return self.request("POST", f"/deployments/{deployment['id']}/create_flow_run", json=body).json()
 
     def automations_named(self, name: str) -> list[dict[str, Any]]:
-        with self.client() as c:
-            r = c.post("/automations/filter", json={})
-            r.raise_for_status()
-            return [a for a in r.json() if a["name"] == name]
+        return [a for a in self.request("POST", "/automations/filter", json={}).json() if a["name"] == name]
 
     def wait_final(self, flow_run_id: str, timeout: float, log: Callable[[], str] = lambda: "") -> dict[str, Any]:
         """Poll the API until the flow run is in a final state; return the run."""

@@ -120,9 +120,7 @@ def test_event_deployment_and_its_trigger(stack: Stack, prefect_server: PrefectS
     on_event = stack.deployments[ON_EVENT]
     assert on_event["schedules"] == []
     assert on_event["work_pool_name"] == "planflow"
-    with prefect_server.client() as c:
-        r = c.post("/automations/filter", json={})
-        r.raise_for_status()
+    r = prefect_server.request("POST", "/automations/filter", json={})
     mine = [
         a for a in r.json()
         if any(act.get("deployment_id") == on_event["id"] for act in a["actions"])
@@ -184,8 +182,7 @@ def test_serve_runs_the_flow_without_a_worker(
     assert run["state_type"] == "COMPLETED", (run["state"], stack.logs())
     assert run["name"] == submitted.served_key
     assert run["parameters"]["goal"] == "Write a haiku about queues"
-    with prefect_server.client() as c:
-        deployment = c.get(f"/deployments/name/{SERVED}").json()
+    deployment = prefect_server.request("GET", f"/deployments/name/{SERVED}").json()
     assert run["deployment_id"] == deployment["id"] and deployment["work_pool_name"] is None
     assert f"Flow run '{submitted.served_key}'" in stack.serve.tail(20_000), "serve.py did not run it"
     assert _ledger().run(submitted.served_key).answer == "result of node:y"

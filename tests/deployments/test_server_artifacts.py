@@ -119,9 +119,7 @@ def test_answer_and_progress_artifacts(seen: Seen, completed_run: CompletedRun) 
 def test_artifacts_are_listed_under_their_keys(prefect_server: PrefectServer, completed_run: CompletedRun) -> None:
     """The Artifacts page lists the latest version of each key: the same REST API the UI uses."""
     keys = {artifact_key(kind, completed_run.run_key) for kind in ("plan-v1", "progress", "results", "answer")}
-    with prefect_server.client() as c:
-        r = c.post("/artifacts/latest/filter", json={"artifacts": {"key": {"any_": sorted(keys)}}})
-        r.raise_for_status()
-        latest: list[dict[str, Any]] = r.json()
+    r = prefect_server.request("POST", "/artifacts/latest/filter", json={"artifacts": {"key": {"any_": sorted(keys)}}})
+    latest: list[dict[str, Any]] = r.json()
     assert {a["key"] for a in latest} == keys
     assert all(a["flow_run_id"] == completed_run.flow_run["id"] for a in latest)

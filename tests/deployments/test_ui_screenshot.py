@@ -99,10 +99,8 @@ def test_plan_artifact_renders_as_a_mermaid_graph(
     from flows.artifacts import artifact_key
 
     key = artifact_key("plan-v1", completed_run.run_key)
-    with prefect_server.client() as c:
-        r = c.post("/artifacts/latest/filter", json={"artifacts": {"key": {"any_": [key]}}})
-        r.raise_for_status()
-        (collection,) = r.json()
+    r = prefect_server.request("POST", "/artifacts/latest/filter", json={"artifacts": {"key": {"any_": [key]}}})
+    (collection,) = r.json()
     url = f"{prefect_server.url}/v2/artifacts/artifact/{collection['latest_id']}"
     dom = _chromium(["--dump-dom", url], tmp_path / "profile").stdout
     TEST_OUTPUT.mkdir(exist_ok=True)
