@@ -21,12 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="where to write <name>.json/.png (default benchmarks/results)")
     parser.add_argument("--prefect-db", type=Path, default=None, metavar="FILE",
                         help="start from a copy of this migrated Prefect database (skips a fresh one's migration)")
+    parser.add_argument("--prefect-api", default=None, metavar="URL",
+                        help="a running Prefect API (e.g. Postgres-backed, http://127.0.0.1:4200/api) instead of "
+                             "a temporary server on SQLite; startup still measures the default")
     parser.add_argument("--keep-temp", action="store_true", help="keep the session's temporary Prefect/Planflow homes")
     args = parser.parse_args(argv)
 
     # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so servers stop and temp homes go.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    session = _env.prepare(args.prefect_db)  # before anything imports Prefect
+    session = _env.prepare(args.prefect_db, args.prefect_api)  # before anything imports Prefect
     from benchmarks.common import DEFAULT_OUT, log
 
     out = (args.out or DEFAULT_OUT).resolve()

@@ -16,20 +16,26 @@ from pathlib import Path
 
 _SESSION: Path | None = None
 _SEEDED = False
+_PREFECT_API: str | None = None
 
 
-def prepare(prefect_db: Path | None = None) -> Path:
+def prepare(prefect_db: Path | None = None, prefect_api: str | None = None) -> Path:
     """Create the session directory and point Prefect and Planflow at it (idempotent).
 
     `prefect_db`: start from a copy of this already-migrated Prefect database, not
-    an empty one (a fresh one costs a 20-50 s schema migration on the first run).
+    an empty one (a fresh one costs a 20-50 s schema migration on the first run);
+    by default the copy an earlier session kept (`template_db`), if there is one.
+    `prefect_api`: run the in-process flows (and resume's CLI runs) against this
+    running Prefect API, e.g. a Postgres-backed `prefect server start`, instead of
+    a temporary server on SQLite. Start-up's default runs still use their own.
     """
-    global _SESSION, _SEEDED
+    global _SESSION, _SEEDED, _PREFECT_API
     if _SESSION is not None:
         return _SESSION
     if "prefect" in __import__("sys").modules:
         raise RuntimeError("benchmarks._env.prepare() must run before prefect is imported")
     _SESSION = Path(tempfile.mkdtemp(prefix="planflow-bench-"))
+    prefect_db = prefect_db or (template_db() if template_db().is_file() else None)
     if prefect_db is not None and prefect_db.is_file():
         copy_prefect_db(prefect_db, _SESSION / "prefect")
         _SEEDED = True
@@ -46,15 +52,41 @@ def prepare(prefect_db: Path | None = None) -> Path:
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         }
     )
+    if prefect_api:
+        _PREFECT_API = prefect_api.rstrip("/")
+        os.environ["PREFECT_API_URL"] = _PREFECT_API
     return _SESSION
 
 
-def copy_prefect_db(source: Path, dest_home: Path) -> None:
+def external_prefect_api() -> str | None:
+    """The running Prefect API given to `prepare`, if any."""
+    return _PREFECT_API
+
+
+def copy_prefect_db(source: Path, dest_home: Path, name: str = "prefect.db") -> None:
     """Copy a Prefect SQLite database into `dest_home` (the backup API: consistent even
     while a server writes to it)."""
     dest_home.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(source) as src, sqlite3.connect(dest_home / "prefect.db") as dst:
+    with sqlite3.connect(source) as src, sqlite3.connect(dest_home / name) as dst:
         src.backup(dst)
+
+
+def template_db() -> Path:
+    """Where a session keeps a copy of its freshly migrated (and otherwise empty) Prefect
+    database, for later sessions on this machine to start from (per Prefect version)."""
+    from importlib.metadata import version
+
+    return Path(__file__).resolve().parents[1] / ".planflow" / "bench" / f"prefect-{version('prefect')}.db"
+
+
+def save_template_db() -> None:
+    """After the session's first flow run migrated its fresh database: keep a copy."""
+    source = Path(os.environ["PREFECT_HOME"]) / "prefect.db"
+    if _SEEDED or _PREFECT_API or not source.is_file() or template_db().is_file():
+        return
+    partial = template_db().with_suffix(".partial")
+    copy_prefect_db(source, partial.parent, partial.name)
+    partial.replace(template_db())
 
 
 def seeded() -> bool:

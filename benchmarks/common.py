@@ -58,6 +58,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg_1m": round(os.getloadavg()[0], 2),
+        "prefect_api": _env.external_prefect_api() or "temporary server (SQLite)",
     }
     for package in ("prefect", "openai", "xllamacpp"):
         try:
@@ -147,7 +148,7 @@ def run_flow(goal: str, plan: dict[str, Any], run_key: str, max_parallel: int, b
 
 
 def warm_prefect(base_url: str) -> dict[str, Any]:
-    """Start Prefect's temporary API server with one 1-node flow run (once per process).
+    """Start Prefect's temporary API server (or reach `--prefect-api`) with a 1-node flow run (once per process).
 
     Returns the seconds it took: importing the flow, and the first run (server
     start-up, database migration on a fresh PREFECT_HOME, first-run imports).
@@ -162,6 +163,7 @@ def warm_prefect(base_url: str) -> dict[str, Any]:
     plan = {"tasks": [{"id": "t1", "description": "warm up", "depends_on": []}]}
     run_flow("warm up the orchestrator", plan, unique_key("warmup"), 1, base_url)
     first_run = time.monotonic() - imported
+    _env.save_template_db()
     second = time.monotonic()
     run_flow("warm up the orchestrator", plan, unique_key("warmup"), 1, base_url)
     _WARMUP = {
@@ -186,13 +188,41 @@ def prefect_server():
 
 
 def prefect_api_url() -> str:
-    return prefect_server().api_url
+    return _env.external_prefect_api() or prefect_server().api_url
 
 
 def prefect_server_pid() -> int | None:
+    """The Prefect server's process, to count its CPU: the temporary one, or the process
+    listening on `--prefect-api`'s port (None if it is not on this machine)."""
+    external = _env.external_prefect_api()
+    if external:
+        from urllib.parse import urlsplit
+
+        return pid_listening_on(urlsplit(external).port or 80)
     server = prefect_server()
     proc = getattr(server, "server_process", None) or getattr(server, "_server_process", None)
     return getattr(proc, "pid", None)
+
+
+def pid_listening_on(port: int) -> int | None:
+    """The pid of the local process with a TCP socket listening on `port` (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{pid}/fd")):
+                return int(pid)
+        except OSError:  # gone, or not ours to read
+            continue
+    return None
 
 
 def process_cpu_seconds(pid: int | None) -> float:

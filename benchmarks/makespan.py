@@ -32,7 +32,7 @@ def select(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     dev = load_dev()
     wide = sorted((r for r in dev if r["max_width"] >= 3), key=lambda r: r["id"])
     chains = sorted((r for r in dev if r["shape"] == "chain" and r["n_nodes"] >= 3), key=lambda r: r["id"])
-    n_wide, n_chain = (4, 2) if quick else (80, 30)
+    n_wide, n_chain = (3, 1) if quick else (80, 30)
     rng = random.Random(6)
     picked = rng.sample(wide, min(n_wide, len(wide))) + rng.sample(chains, min(n_chain, len(chains)))
     info = {"dags_with_width_ge_3_in_dev": len(wide), "dags_sampled": min(n_wide, len(wide)),

@@ -110,7 +110,7 @@ def _trial(n: int, rng: random.Random, env: dict[str, str], plan_file: Path, ser
 
 
 def run(out: Path, quick: bool) -> Result:
-    trials = 2 if quick else 20
+    trials = 1 if quick else 20
     result = Result("resume", quick, {"trials": trials, "latency_s": LATENCY, "dag": DAG, "kill_window_s": KILL_WINDOW_S,
                                       "result_chars": RESULT_CHARS, "max_parallel": 4, "prefect_api": "shared server",
                                       "token_count": "whitespace words, as the fake server counts"})

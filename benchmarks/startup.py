@@ -21,7 +21,7 @@ the first model call is the node's.
   (PLANFLOW_EMBEDDED_THREADS) and, once, with 1 thread for comparison.
 
 `--quick` (1 repetition) keeps the embedded run's answer to 32 tokens, measures
-tokens/s on 64-token completions and skips the 1-thread comparison.
+tokens/s on 64-token completions and skips `import_only` and the 1-thread comparison.
 """
 
 from __future__ import annotations
@@ -145,7 +145,8 @@ def run(out: Path, quick: bool) -> Result:
             "embedded_default": subprocess_env(ephemeral_home, **({"PLANFLOW_NODE_MAX_TOKENS": "32"} if quick else {})),
         }
         for rep in range(reps):
-            modes["import_only"].append({"wall_s": _import_once()})
+            if not quick:
+                modes["import_only"].append({"wall_s": _import_once()})
             for mode, env in envs.items():
                 row = _cli_once(env, plan_file, work / "logs", f"{mode}-{rep}",
                                 None if mode == "embedded_default" else server, ledger)

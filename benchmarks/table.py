@@ -29,7 +29,8 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
                           f"{f['asyncio']:.1f} ms/node (asyncio); **{f['ratio']}x**"
                           + (f" (untagged {f['untagged_ratio']}x)" if "untagged_ratio" in f else "")))
         w = d["prefect_warmup"]
-        table.append(("Prefect first run on a fresh PREFECT_HOME (excluded above)", f"{w['first_run_s']:.0f} s",
+        home = "a fresh PREFECT_HOME" if w.get("fresh_prefect_home", True) else "a migrated PREFECT_HOME"
+        table.append((f"Prefect first run on {home} (excluded above)", f"{w['first_run_s']:.0f} s",
                       f"next 1-node run {w['second_run_s']:.1f} s"))
     if d := _load(out, "makespan"):
         s = d["summary"]

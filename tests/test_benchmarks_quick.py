@@ -86,9 +86,9 @@ def test_makespan(quick_results):
 
 def test_resume(quick_results):
     summary = quick_results["resume"]["summary"]
-    assert summary["trials"] == 2
-    assert summary["resumes_completed"] == 2
-    assert summary["answers_ok"] == 2
+    assert summary["trials"] == 1
+    assert summary["resumes_completed"] == 1
+    assert summary["answers_ok"] == 1
     assert summary["duplicate_calls_total"] == 0, "a node finished before the kill was paid for again"
     assert summary["nodes_completed_before_kill"]["min"] >= 1
     assert _positive(summary["resume_wall_s"]["median"])
@@ -112,9 +112,23 @@ def test_startup(quick_results):
 def test_plan_quality(quick_results):
     data = quick_results["plan_quality"]
     summary = data["summary"]
-    assert summary["requests"] == 2
+    assert summary["requests"] == 1
     assert 0 <= summary["compile_failure_rate"] <= 1
     for row in data["plans"]:
         if row["compiled"]:
             assert 0.0 <= row["edge_f1"] <= 1.0
             assert row["pred_nodes"] >= 1
+
+
+def test_the_server_pid_is_found_by_its_listening_port():
+    """How `--prefect-api` finds the server whose CPU it counts."""
+    import socket
+
+    from benchmarks.common import pid_listening_on
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        assert pid_listening_on(port) is None  # bound, not listening
+        listener.listen()
+        assert pid_listening_on(port) == os.getpid()

@@ -195,8 +195,10 @@ class TestPrefectApiUnreachableAtStart:
 def api_outage(_fake_server, prefect_api_url, tmp_path_factory) -> Iterator[dict[str, Any]]:
     """The Prefect API goes away (proxy cut) while b runs. Prefect's client retries each
     request 5 times over ~1 min by default (so a real outage takes minutes to surface);
-    not at all here, so the test sees the end quickly. test_a_short_prefect_api_outage_is_
-    ridden_out shows the default retries riding out a short outage."""
+    once here (~2 s), so the test sees the end quickly and a single 503 from the busy
+    SQLite-backed server before the cut does not end the run early.
+    test_a_short_prefect_api_outage_is_ridden_out shows the default retries riding out a
+    short outage."""
     from planner.ledger import Ledger
     from planner.settings import PlanflowSettings
 
@@ -205,7 +207,7 @@ def api_outage(_fake_server, prefect_api_url, tmp_path_factory) -> Iterator[dict
     ledger = Ledger(PlanflowSettings().ledger_url)
     _fresh_server(_fake_server)
     try:
-        env = _base_env(_fake_server, f"http://127.0.0.1:{proxy.port}/api", PREFECT_CLIENT_MAX_RETRIES="0")
+        env = _base_env(_fake_server, f"http://127.0.0.1:{proxy.port}/api", PREFECT_CLIENT_MAX_RETRIES="1")
         yield _outage(_fake_server, env, tmp_path_factory.mktemp("api-outage"), ledger,
                       f"fault-api-outage-{uuid.uuid4().hex[:6]}", proxy.cut, proxy.restore)
     finally:
