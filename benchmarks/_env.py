@@ -72,8 +72,8 @@ def copy_prefect_db(source: Path, dest_home: Path, name: str = "prefect.db") -> 
 
 
 def template_db() -> Path:
-    """Where a session keeps a copy of its freshly migrated (and otherwise empty) Prefect
-    database, for later sessions on this machine to start from (per Prefect version)."""
+    """Where a session keeps a copy of its freshly migrated Prefect database (holding
+    only the warm-up run), for later sessions on this machine to start from."""
     from importlib.metadata import version
 
     return Path(__file__).resolve().parents[1] / ".planflow" / "bench" / f"prefect-{version('prefect')}.db"

@@ -9,8 +9,9 @@ server idle, and its CPU is counted until it has worked off the run's events;
 `ms_per_node_drained` counts the wall time until then too (the server can fall
 behind a fast flow and record its task runs seconds after the flow returned).
 Planflow runs twice per repetition: as shipped, and without task-run tags
-(`PLANFLOW_TASK_TAGS=false`), whose tag concurrency-slot leases are the largest
-single cost Prefect adds per task run.
+(`PLANFLOW_TASK_TAGS=false`): on a SQLite-backed Prefect server a tagged run's
+tag-slot check often meets a 503 and a 2 s client retry (benchmarks/README.md).
+`--prefect-api URL` runs the same against a running server, e.g. on PostgreSQL.
 """
 
 from __future__ import annotations

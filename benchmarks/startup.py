@@ -18,7 +18,8 @@ the first model call is the node's.
 * `import_only`: `python -c "import flows.plan_and_execute"`, the floor.
 * `embedded_tokens_per_s`: `planner.embedded.EmbeddedModelServer` + the openai
   SDK, one ~200-token completion per repetition, with the default thread count
-  (PLANFLOW_EMBEDDED_THREADS) and, once, with 1 thread for comparison.
+  (PLANFLOW_EMBEDDED_THREADS) and, once, with another count for comparison (1
+  thread, or every core up to 4 where the default is 1).
 
 `--quick` (1 repetition) keeps the embedded run's answer to 32 tokens, measures
 tokens/s on 64-token completions and skips `import_only` and the 1-thread comparison.
@@ -27,6 +28,7 @@ tokens/s on 64-token completions and skips `import_only` and the 1-thread compar
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -160,9 +162,10 @@ def run(out: Path, quick: bool) -> Result:
     default_threads = PlanflowSettings().embedded_threads
     result["embedded_model"] = _tokens_per_second(reps, default_threads, 64 if quick else 200)
     log(f"embedded model, {default_threads} threads (default): {result['embedded_model']['tokens_per_s']}")
-    if default_threads != 1 and not quick:  # on a busy 2-core machine, llama.cpp's threads fight the others
-        result["embedded_model_1_thread"] = _tokens_per_second(1, 1)
-        log(f"embedded model, 1 thread: {result['embedded_model_1_thread']['tokens_per_s']}")
+    other_threads = 1 if default_threads != 1 else min(4, os.cpu_count() or 1)
+    if other_threads != default_threads and not quick:
+        result["embedded_model_other_threads"] = _tokens_per_second(1, other_threads)
+        log(f"embedded model, {other_threads} threads: {result['embedded_model_other_threads']['tokens_per_s']}")
 
     def figure(mode: str, key: str) -> dict[str, Any]:
         return describe([r[key] for r in modes[mode] if r.get(key) is not None])
@@ -176,7 +179,9 @@ def run(out: Path, quick: bool) -> Result:
         "import_only_s": figure("import_only", "wall_s"),
         "embedded_tokens_per_s": result["embedded_model"]["tokens_per_s"],
         "embedded_threads": result["embedded_model"]["threads"],
-        "embedded_tokens_per_s_1_thread": result.data.get("embedded_model_1_thread", {}).get("tokens_per_s", {"n": 0}),
+        "embedded_tokens_per_s_other_threads": result.data.get("embedded_model_other_threads", {}).get(
+            "tokens_per_s", {"n": 0}),
+        "embedded_other_threads": result.data.get("embedded_model_other_threads", {}).get("threads"),
         "embedded_server_start_s": result["embedded_model"]["server_start_s"],
         "all_exit_codes_zero": all(r.get("exit_code", 0) == 0 for rows in modes.values() for r in rows),
     }
@@ -198,10 +203,10 @@ def _plot(result: Result, out: Path) -> None:
         ax.annotate(f"{value:.1f} s", (value, bar.get_y() + bar.get_height() / 2), va="center", fontsize=9,
                     xytext=(3, 0), textcoords="offset points")
     tps = s["embedded_tokens_per_s"].get("median", 0)
-    one = s.get("embedded_tokens_per_s_1_thread", {}).get("median", 0)
+    other = s.get("embedded_tokens_per_s_other_threads", {}).get("median", 0)
     ax.set_xlabel("seconds from `python flows/run.py` to the first model call (median)")
-    ax.set_title(f"Start-up (embedded SmolLM2: {tps:.0f} tokens/s with {s.get('embedded_threads')} threads, "
-                 f"{one:.0f} with 1)")
+    ax.set_title(f"Start-up (embedded SmolLM2: {tps:.0f} tokens/s with {s.get('embedded_threads')} thread(s), "
+                 f"{other:.0f} with {s.get('embedded_other_threads')})")
     fig.tight_layout()
     fig.savefig(out / "startup.png", dpi=110)
     plt.close(fig)

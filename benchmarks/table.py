@@ -10,6 +10,10 @@ from typing import Any
 from benchmarks.common import DEFAULT_OUT
 
 
+# `overhead --prefect-api` runs against a separate server, one directory each (benchmarks/README.md)
+SERVER_RUNS = (("SQLite", "prefect-server-sqlite"), ("PostgreSQL", "prefect-server-postgres"))
+
+
 def _load(out: Path, name: str) -> dict[str, Any] | None:
     path = out / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -32,6 +36,19 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
         home = "a fresh PREFECT_HOME" if w.get("fresh_prefect_home", True) else "a migrated PREFECT_HOME"
         table.append((f"Prefect first run on {home} (excluded above)", f"{w['first_run_s']:.0f} s",
                       f"next 1-node run {w['second_run_s']:.1f} s"))
+    for database, subdir in SERVER_RUNS:
+        if d := _load(out / subdir, "overhead"):
+            by_size = d["summary"]["ms_per_node"]
+            sizes = " / ".join(by_size)
+
+            def each(figure: str, fmt: str = "{:.0f}", by_size: dict = by_size) -> str:
+                return " / ".join(fmt.format(f[figure]) for f in by_size.values())
+
+            server_cpu = " / ".join(f"{r['prefect_server_cpu_ms_per_node']:.0f}" for r in d["sizes"])
+            table.append((f"Overhead, {sizes} nodes, `prefect server start` on {database}",
+                          f"{each('prefect')} ms/node ({each('ratio', '{}x')}); untagged {each('prefect_untagged')} "
+                          f"({each('untagged_ratio', '{}x')})",
+                          f"server CPU {server_cpu} ms/node; asyncio {each('asyncio', '{:.1f}')} ms/node"))
     if d := _load(out, "makespan"):
         s = d["summary"]
         lat = int(d["params"]["latency_s"] * 1000)
@@ -73,10 +90,11 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
         table.append(("Start-up to first node, embedded model (default)",
                       f"{s['embedded_node_started_s'].get('median', float('nan')):.1f} s",
                       f"whole 1-task run {s['embedded_wall_s'].get('median', float('nan')):.1f} s"))
-        one = s.get("embedded_tokens_per_s_1_thread", {})
-        table.append((f"Embedded SmolLM2 tokens/s ({s.get('embedded_threads', '?')} threads / 1 thread)",
+        other = s.get("embedded_tokens_per_s_other_threads", {})
+        table.append((f"Embedded SmolLM2 tokens/s (default {s.get('embedded_threads', '?')} thread(s) / "
+                      f"{s.get('embedded_other_threads', '?')})",
                       f"{s['embedded_tokens_per_s'].get('median', float('nan')):.1f} / "
-                      f"{one.get('median', float('nan')):.1f}",
+                      f"{other.get('median', float('nan')):.1f}",
                       f"server start {s['embedded_server_start_s']:.1f} s"))
     if d := _load(out, "plan_quality"):
         s = d["summary"]
