@@ -148,7 +148,7 @@ def run(out: Path, quick: bool) -> Result:
         from planner.settings import PlanflowSettings
 
         settings = PlanflowSettings()
-        # Nothing else runs beside the model here: every core is its (the flow's default
+        # Nothing else runs beside the model here, so it gets every core (the flow's default
         # leaves one to Prefect), unless PLANFLOW_EMBEDDED_THREADS says otherwise.
         threads = settings.embedded_threads if "PLANFLOW_EMBEDDED_THREADS" in os.environ else min(4, os.cpu_count() or 1)
         embedded_server = EmbeddedModelServer(EmbeddedServerConfig(ctx_size=settings.embedded_ctx, threads=threads)).start()

@@ -22,7 +22,7 @@ the first model call is the node's.
   thread, or every core up to 4 where the default is 1).
 
 `--quick` (1 repetition) keeps the embedded run's answer to 32 tokens, measures
-tokens/s on 64-token completions and skips `import_only` and the 1-thread comparison.
+tokens/s on 64-token completions and skips `import_only` and the thread-count comparison.
 """
 
 from __future__ import annotations
