@@ -89,7 +89,7 @@ class PlanflowSettings(BaseSettings):
         default=True,
         description="Tag each node's task run with run:<key> and plan:v<N>, for filtering in the UI. "
         "Prefect then checks tag concurrency slots before a tagged task run; on a SQLite-backed "
-        "server that check often gets a 503 and a 2 s retry (measured: +2 s in 18 of 28 small runs; "
+        "server that check often gets a 503 and a 2 s retry (measured: +2 s in 13 of 20 small runs; "
         "none on PostgreSQL); turn off for throughput on SQLite.",
     )
     embedded_ctx: int = Field(default=8192, ge=512, description="Context size of the embedded model.")
