@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from benchmarks.common import DEFAULT_OUT
@@ -17,6 +18,11 @@ SERVER_RUNS = (("SQLite", "prefect-server-sqlite"), ("PostgreSQL", "prefect-serv
 def _load(out: Path, name: str) -> dict[str, Any] | None:
     path = out / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def _each(per_size: Iterable[dict[str, Any]], figure: str, fmt: str = "{:.0f}") -> str:
+    """One figure of every DAG size, `a / b / c`."""
+    return " / ".join(fmt.format(f[figure]) for f in per_size)
 
 
 def rows(out: Path) -> list[tuple[str, str, str]]:
@@ -38,17 +44,13 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
                       f"next 1-node run {w['second_run_s']:.1f} s"))
     for database, subdir in SERVER_RUNS:
         if d := _load(out / subdir, "overhead"):
-            by_size = d["summary"]["ms_per_node"]
-            sizes = " / ".join(by_size)
-
-            def each(figure: str, fmt: str = "{:.0f}", by_size: dict = by_size) -> str:
-                return " / ".join(fmt.format(f[figure]) for f in by_size.values())
-
-            server_cpu = " / ".join(f"{r['prefect_server_cpu_ms_per_node']:.0f}" for r in d["sizes"])
-            table.append((f"Overhead, {sizes} nodes, `prefect server start` on {database}",
-                          f"{each('prefect')} ms/node ({each('ratio', '{}x')}); untagged {each('prefect_untagged')} "
-                          f"({each('untagged_ratio', '{}x')})",
-                          f"server CPU {server_cpu} ms/node; asyncio {each('asyncio', '{:.1f}')} ms/node"))
+            by_size, sizes = d["summary"]["ms_per_node"], d["sizes"]
+            per_size = by_size.values()
+            table.append((f"Overhead, {' / '.join(by_size)} nodes, `prefect server start` on {database}",
+                          f"{_each(per_size, 'prefect')} ms/node ({_each(per_size, 'ratio', '{}x')}); untagged "
+                          f"{_each(per_size, 'prefect_untagged')} ({_each(per_size, 'untagged_ratio', '{}x')})",
+                          f"server CPU {_each(sizes, 'prefect_server_cpu_ms_per_node')} ms/node; "
+                          f"asyncio {_each(per_size, 'asyncio', '{:.1f}')} ms/node"))
     if d := _load(out, "makespan"):
         s = d["summary"]
         lat = int(d["params"]["latency_s"] * 1000)
