@@ -145,12 +145,12 @@ def run(out: Path, quick: bool) -> Result:
         embedded = model == "embedded"
     else:
         from planner.embedded import EmbeddedModelServer, EmbeddedServerConfig
-        from planner.settings import PlanflowSettings
+        from planner.settings import EMBEDDED_THREADS_MAX, PlanflowSettings, usable_cpus
 
         settings = PlanflowSettings()
-        # Nothing else runs beside the model here, so it gets every core (the flow's default
-        # leaves one to Prefect), unless PLANFLOW_EMBEDDED_THREADS says otherwise.
-        threads = settings.embedded_threads if "PLANFLOW_EMBEDDED_THREADS" in os.environ else min(4, os.cpu_count() or 1)
+        # Nothing else runs beside the model here, so it gets every core (the flow's
+        # default leaves one to Prefect).
+        threads = min(EMBEDDED_THREADS_MAX, usable_cpus())
         embedded_server = EmbeddedModelServer(EmbeddedServerConfig(ctx_size=settings.embedded_ctx, threads=threads)).start()
         base_url, api_key, model, embedded = embedded_server.base_url, "embedded", embedded_server.model, True
     result = Result("plan_quality", quick, {"sample": n, "seed": SEED, "model": model,

@@ -28,7 +28,6 @@ tokens/s on 64-token completions and skips `import_only` and the thread-count co
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -125,7 +124,7 @@ def run(out: Path, quick: bool) -> Result:
                                        "tokens_per_s_max_tokens": 64 if quick else 200,
                                        "embedded_run_node_max_tokens": 32 if quick else "default (512)"})
     from planner.ledger import Ledger
-    from planner.settings import PlanflowSettings
+    from planner.settings import EMBEDDED_THREADS_MAX, PlanflowSettings, usable_cpus
 
     work = session_dir() / "startup"
     plan_file = work / "plan.json"
@@ -162,7 +161,7 @@ def run(out: Path, quick: bool) -> Result:
     default_threads = PlanflowSettings().embedded_threads
     result["embedded_model"] = _tokens_per_second(reps, default_threads, 64 if quick else 200)
     log(f"embedded model, {default_threads} threads (default): {result['embedded_model']['tokens_per_s']}")
-    other_threads = 1 if default_threads != 1 else min(4, os.cpu_count() or 1)
+    other_threads = 1 if default_threads != 1 else min(EMBEDDED_THREADS_MAX, usable_cpus())
     if other_threads != default_threads and not quick:
         result["embedded_model_other_threads"] = _tokens_per_second(1, other_threads)
         log(f"embedded model, {other_threads} threads: {result['embedded_model_other_threads']['tokens_per_s']}")

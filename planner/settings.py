@@ -20,14 +20,22 @@ EMBEDDED = "embedded"
 """The `model` value that selects the bundled SmolLM2 model."""
 
 
+EMBEDDED_THREADS_MAX = 4
+"""More llama.cpp threads do not speed up a 135M model."""
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, where the OS tells)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def default_embedded_threads() -> int:
     """llama.cpp threads that spin against a busy Prefect server collapse: measured on
     2 cores with one core busy, 2 threads gave 25 tokens/s and 1 thread 55."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus - 1))
+    return max(1, min(EMBEDDED_THREADS_MAX, usable_cpus() - 1))
 
 
 class PlanflowSettings(BaseSettings):
