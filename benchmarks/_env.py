@@ -39,8 +39,10 @@ def prepare(prefect_db: Path | None = None, prefect_api: str | None = None) -> P
     if prefect_db is not None and prefect_db.is_file():
         copy_prefect_db(prefect_db, _SESSION / "prefect")
         _SEEDED = True
+    # PLANFLOW_BENCHDATA only names the plan data to read (benchmarks/data.py), not a setting.
     for var in [v for v in os.environ if v.startswith(("OPENAI_", "PLANFLOW_", "PREFECT_"))]:
-        del os.environ[var]
+        if var != "PLANFLOW_BENCHDATA":
+            del os.environ[var]
     os.environ.update(
         {
             "PREFECT_HOME": str(_SESSION / "prefect"),

@@ -1,7 +1,8 @@
-"""The plan DAGs the benchmarks run: real ones from benchdata, and synthetic layered ones."""
+"""The plan DAGs the benchmarks run: real ones from benchmarks/data, and synthetic layered ones."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
@@ -11,26 +12,37 @@ from typing import Any
 
 from benchmarks.common import REPO_ROOT
 
-__all__ = ["dev_path", "layered_dag", "load_dev", "plan_of", "plan_stats"]
+__all__ = ["DATA_DIR", "dev_path", "layered_dag", "load_dev", "plan_of", "plan_stats"]
+
+
+DATA_DIR = REPO_ROOT / "benchmarks" / "data"
 
 
 def dev_path() -> Path:
-    """`../shared/benchdata/dev.jsonl` next to the repository (or $PLANFLOW_BENCHDATA)."""
+    """The dev plans: `benchmarks/data/dev.jsonl.gz`, shipped with the repository.
+
+    `$PLANFLOW_BENCHDATA` names another folder holding `dev.jsonl` (or `dev.jsonl.gz`).
+    """
     override = os.environ.get("PLANFLOW_BENCHDATA")
-    base = Path(override) if override else REPO_ROOT.parent / "shared" / "benchdata"
-    return base / "dev.jsonl"
+    if not override:
+        return DATA_DIR / "dev.jsonl.gz"
+    base = Path(override)
+    plain, packed = base / "dev.jsonl", base / "dev.jsonl.gz"
+    return packed if packed.is_file() and not plain.is_file() else plain
 
 
 @lru_cache(maxsize=1)
 def _load(path: str) -> tuple[dict[str, Any], ...]:
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         return tuple(json.loads(line) for line in f if line.strip())
 
 
 def load_dev() -> list[dict[str, Any]]:
+    """Every dev record (see benchmarks/data/README.md for the format)."""
     path = dev_path()
     if not path.exists():
-        raise FileNotFoundError(f"benchdata not found at {path} (set PLANFLOW_BENCHDATA to its folder)")
+        raise FileNotFoundError(f"benchmark plan data not found at {path} (PLANFLOW_BENCHDATA names its folder)")
     return list(_load(str(path)))
 
 
