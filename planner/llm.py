@@ -1,5 +1,9 @@
 """The language-model client: the `openai` SDK (async), with errors classified.
 
+With `tools`, the model may answer with tool calls instead of (or besides) text;
+they come back as `Completion.tool_calls` in the order the model gave them, and
+`Completion.assistant_message()` is the message to append before the results.
+
 One retry layer only: the SDK's own retries are off (`max_retries=0`) and every
 failure becomes a `TransientLLMError` (worth retrying: 429, 5xx, timeouts,
 dropped connections) or a `PermanentLLMError` (anything else). Prefect does the
@@ -22,7 +26,15 @@ import openai
 
 from planner.errors import LLMError, PermanentLLMError, TransientLLMError
 
-__all__ = ["Completion", "LLMCall", "LLMClient", "classify_error", "parse_retry_after", "redact"]
+__all__ = [
+    "Completion",
+    "LLMCall",
+    "LLMClient",
+    "ToolCallRequest",
+    "classify_error",
+    "parse_retry_after",
+    "redact",
+]
 
 logger = logging.getLogger("planflow.llm")
 
@@ -31,11 +43,36 @@ _MAX_ERROR_TEXT = 300
 
 
 @dataclass(frozen=True)
+class ToolCallRequest:
+    """One tool call the model asked for; `arguments` is the raw JSON text it sent (maybe invalid)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Completion:
+    """One model turn: its text (may be empty when it calls tools) and its tool calls, in order.
+
+    Plain values only, so it pickles: Prefect persists it as a task result.
+    """
+
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+
+    def assistant_message(self) -> dict[str, Any]:
+        """The assistant message to append to the conversation before the tool results."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        return message
 
 
 @dataclass(frozen=True)
@@ -120,6 +157,19 @@ def classify_error(exc: BaseException, *, secrets: Sequence[str] = (), retry_aft
     return PermanentLLMError(redact(f"{type(exc).__name__}: {exc}", secrets)[:_MAX_ERROR_TEXT])
 
 
+def _tool_calls(raw: Any) -> tuple[ToolCallRequest, ...]:
+    """The SDK's tool calls as plain values; only function calls exist in our `tools` format."""
+    calls = []
+    for call in raw or ():
+        function = getattr(call, "function", None)
+        if function is None:  # a "custom" tool call: we never offer such tools
+            raise PermanentLLMError(
+                f"the model made a {getattr(call, 'type', 'non-function')!r} tool call; only function tools are offered"
+            )
+        calls.append(ToolCallRequest(id=call.id, name=function.name, arguments=function.arguments or ""))
+    return tuple(calls)
+
+
 class LLMClient:
     """An OpenAI-compatible chat client that classifies errors and reports usage.
 
@@ -150,16 +200,22 @@ class LLMClient:
 
     async def complete(
         self,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         *,
         purpose: str,
         node_id: str | None = None,
         max_tokens: int | None = None,
         json_schema: dict[str, Any] | None = None,
         schema_name: str = "plan",
+        tools: list[dict[str, Any]] | None = None,
     ) -> Completion:
-        """One chat completion; with `json_schema`, strict structured output is requested."""
+        """One chat completion; with `json_schema`, strict structured output is requested.
+
+        `tools` is the OpenAI `tools` list; an empty list sends nothing (the API rejects `[]`).
+        """
         kwargs: dict[str, Any] = {}
+        if tools:
+            kwargs["tools"] = tools
         if json_schema is not None:
             kwargs["response_format"] = {
                 "type": "json_schema",
@@ -190,7 +246,8 @@ class LLMClient:
         if choice.finish_reason == "content_filter":
             raise PermanentLLMError("the model's answer was blocked by its content filter")
         text = message.content or ""
-        if not text.strip():
+        tool_calls = _tool_calls(getattr(message, "tool_calls", None))
+        if not tool_calls and not text.strip():
             raise PermanentLLMError("the model returned an empty answer")
         usage = response.usage
         return Completion(
@@ -198,6 +255,7 @@ class LLMClient:
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
             finish_reason=choice.finish_reason,
+            tool_calls=tool_calls,
         )
 
     def _record(self, purpose: str, node_id: str | None, p: int, c: int, started: float, error: str | None) -> None:

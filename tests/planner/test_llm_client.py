@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
+import pickle
 import time
 import traceback
 from typing import Any
 
 import httpx
 import pytest
-from support.fake_openai import FakeOpenAI, Reply
+from support.fake_openai import FakeOpenAI, Reply, ToolCall
 
 from planner.errors import LLMError, PermanentLLMError, TransientLLMError
-from planner.llm import Completion, LLMCall, LLMClient, parse_retry_after, redact
+from planner.llm import Completion, LLMCall, LLMClient, ToolCallRequest, parse_retry_after, redact
 from planner.models import Plan, strict_json_schema
 
 SECRET_KEY = "sk-SECRETMARKER123"
@@ -91,6 +93,89 @@ class TestSuccess:
     def test_length_finish_reason_is_passed_through(self, fake_openai: FakeOpenAI) -> None:
         result, _ = run_call(fake_openai, Reply(content="partial", finish_reason="length"))
         assert isinstance(result, Completion) and result.finish_reason == "length"
+
+
+ADD_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers.",
+        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}},
+    },
+}
+
+
+class TestToolCalls:
+    def test_tool_call_parsed_and_empty_content_accepted(self, fake_openai: FakeOpenAI) -> None:
+        reply = Reply(tool_calls=[ToolCall("add", {"a": 2, "b": 3}, id="call_1")])
+        result, calls = run_call(fake_openai, reply, tools=[ADD_TOOL], node_id="t1")
+        assert isinstance(result, Completion)
+        assert result.tool_calls == (ToolCallRequest(id="call_1", name="add", arguments='{"a": 2, "b": 3}'),)
+        assert (result.text, result.finish_reason) == ("", "tool_calls")
+        assert result.completion_tokens > 0 and calls[0].error is None
+
+    def test_tools_sent_in_the_request(self, fake_openai: FakeOpenAI) -> None:
+        run_call(fake_openai, Reply(tool_calls=[ToolCall("add", {})]), tools=[ADD_TOOL])
+        [recorded] = fake_openai.calls
+        assert recorded.body["tools"] == [ADD_TOOL]
+
+    @pytest.mark.parametrize("tools", [None, []])
+    def test_no_tools_key_without_tools(self, fake_openai: FakeOpenAI, tools: list[dict[str, Any]] | None) -> None:
+        run_call(fake_openai, "ok", tools=tools)
+        assert "tools" not in fake_openai.calls[0].body
+
+    def test_parallel_calls_keep_their_order(self, fake_openai: FakeOpenAI) -> None:
+        reply = Reply(tool_calls=[ToolCall("add", {"a": 1, "b": 1}), ToolCall("lookup", '{"q": "x"}', id="c2")])
+        result, _ = run_call(fake_openai, reply, tools=[ADD_TOOL])
+        assert isinstance(result, Completion)
+        first, second = result.tool_calls
+        assert (first.name, json.loads(first.arguments)) == ("add", {"a": 1, "b": 1})
+        assert first.id.startswith("call_") and first.id != second.id
+        assert second == ToolCallRequest(id="c2", name="lookup", arguments='{"q": "x"}')
+
+    def test_content_and_tool_calls(self, fake_openai: FakeOpenAI) -> None:
+        reply = Reply(content="let me add", tool_calls=[ToolCall("add", {"a": 1}, id="c1")])
+        result, _ = run_call(fake_openai, reply, tools=[ADD_TOOL])
+        assert isinstance(result, Completion)
+        assert result.text == "let me add" and [c.name for c in result.tool_calls] == ["add"]
+        assert result.assistant_message() == {
+            "role": "assistant",
+            "content": "let me add",
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1}'}}],
+        }
+
+    def test_invalid_json_arguments_are_passed_through_raw(self, fake_openai: FakeOpenAI) -> None:
+        result, _ = run_call(fake_openai, Reply(tool_calls=[ToolCall("add", "{not json")]), tools=[ADD_TOOL])
+        assert isinstance(result, Completion) and result.tool_calls[0].arguments == "{not json"
+
+    def test_assistant_message_without_tool_calls(self) -> None:
+        completion = Completion(text="done", prompt_tokens=1, completion_tokens=1, finish_reason="stop")
+        assert completion.tool_calls == ()
+        assert completion.assistant_message() == {"role": "assistant", "content": "done"}
+
+    def test_completion_pickles(self) -> None:
+        completion = Completion("", 3, 4, "tool_calls", (ToolCallRequest("c1", "add", '{"a": 1}'),))
+        assert pickle.loads(pickle.dumps(completion)) == completion
+
+    def test_conversation_round_trip(self, fake_openai: FakeOpenAI) -> None:
+        """The assistant message and a tool result go back as the API expects them."""
+        turns: list[Reply | str] = [Reply(tool_calls=[ToolCall("add", {"a": 2, "b": 3}, id="c1")]), "the sum is 5"]
+        fake_openai.set_default(lambda body: turns.pop(0))
+
+        async def go() -> tuple[Completion, Completion]:
+            client = LLMClient(base_url=fake_openai.base_url, api_key="k", model="m")
+            try:
+                messages: list[dict[str, Any]] = [{"role": "user", "content": "add 2 and 3"}]
+                first = await client.complete(messages, purpose="node", tools=[ADD_TOOL])
+                messages += [first.assistant_message(), {"role": "tool", "tool_call_id": "c1", "content": "5"}]
+                return first, await client.complete(messages, purpose="node", tools=[ADD_TOOL])
+            finally:
+                await client.aclose()
+
+        first, second = asyncio.run(go())
+        assert first.tool_calls and not second.tool_calls and second.text == "the sum is 5"
+        sent = fake_openai.calls[1].body["messages"]
+        assert sent[1] == first.assistant_message() and sent[2]["role"] == "tool"
 
 
 class TestTransientErrors:
