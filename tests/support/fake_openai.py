@@ -5,6 +5,10 @@ timeout and error handling live in (and around) the `openai` client and its
 HTTP transport.  Only a real socket lets tests inject the low-level faults
 that matter in production -- connection resets, hangs, malformed bodies --
 and observe exactly what the client sent.  It binds 127.0.0.1 only.
+
+A `Reply` with `tool_calls` answers like a model calling tools: scripting one key
+with several replies (`script(key, Reply(tool_calls=[...]), "done")`) plays a
+ReAct loop turn by turn, since each turn is one request under the same key.
 """
 from __future__ import annotations
 
@@ -25,8 +29,26 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 
 
 @dataclass
+class ToolCall:
+    """A tool call the fake model makes: dict arguments are JSON-encoded, a string is sent as is."""
+
+    name: str
+    arguments: dict[str, Any] | str = field(default_factory=dict)
+    id: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The call as it appears in `message.tool_calls`; a missing id becomes `call_<uuid>`."""
+        args = self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
+        return {"id": self.id or f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                "function": {"name": self.name, "arguments": args}}
+
+
+@dataclass
 class Reply:
-    """One scripted answer (or fault) for a chat completion request."""
+    """One scripted answer (or fault) for a chat completion request.
+
+    `finish_reason` defaults to "tool_calls" when `tool_calls` is set, else "stop".
+    """
 
     content: str | None = None
     status: int = 200
@@ -36,10 +58,11 @@ class Reply:
     hang: bool = False
     reset: bool = False
     malformed: bool = False
-    finish_reason: str = "stop"
+    finish_reason: str | None = None
     refusal: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 @dataclass
@@ -61,6 +84,21 @@ Responder = Callable[[dict], "Reply | str"]
 def json_reply(obj: Any) -> str:
     """Serialize `obj` as assistant content, for code that parses JSON answers."""
     return json.dumps(obj)
+
+
+def tool_results(body: dict) -> dict[str, str]:
+    """The tool results a request carries, by tool call id: what the model was shown."""
+    return {m.get("tool_call_id", ""): text(m.get("content")) for m in body.get("messages") or []
+            if isinstance(m, dict) and m.get("role") == "tool"}
+
+
+def text(value: Any) -> str:
+    """Message content as one string (a string, a list of text parts, or None)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(str(p.get("text") or "") for p in value if isinstance(p, dict))
+    return ""
 
 
 def words(value: Any) -> int:
@@ -177,14 +215,20 @@ def _completion(body: dict, reply: Reply) -> dict:
     prompt = reply.prompt_tokens
     if prompt is None:
         prompt = sum(words(m.get("content")) for m in messages if isinstance(m, dict))
-    completion = reply.completion_tokens if reply.completion_tokens is not None else words(reply.content)
-    message = {"role": "assistant", "content": reply.content, "refusal": reply.refusal}
+    calls = [c.payload() for c in reply.tool_calls or ()]
+    completion = reply.completion_tokens
+    if completion is None:
+        completion = words(reply.content) + sum(1 + words(c["function"]["arguments"]) for c in calls)
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": reply.refusal}
+    if calls:
+        message["tool_calls"] = calls
+    finish_reason = reply.finish_reason or ("tool_calls" if calls else "stop")
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model", "fake-model"),
-        "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                   "total_tokens": prompt + completion},
     }

@@ -7,6 +7,8 @@ import json
 import re
 from typing import Any
 
+from .fake_openai import text
+
 _TASK_ID = re.compile(r"## Your task \(id: (.+?)\)")
 
 
@@ -15,8 +17,18 @@ def route(body: dict) -> str:
     fmt = body.get("response_format") or {}
     if fmt:
         return str(fmt.get("json_schema", {}).get("name", "plan"))
-    match = _TASK_ID.search(body["messages"][-1]["content"])
+    match = _TASK_ID.search(_prompt(body["messages"]))
     return f"node:{match.group(1)}" if match else "synthesis"
+
+
+def _prompt(messages: list[dict]) -> str:
+    """The prompt a request answers: its last message, or, inside a node's tool loop (the
+    conversation ends with tool results or an assistant turn), the last message before that loop."""
+    for message in reversed(messages):
+        if message.get("role") not in ("tool", "assistant"):
+            content = message.get("content")
+            return content if isinstance(content, str) else text(content)
+    return ""
 
 
 def echo_node(body: dict) -> str:

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from .fake_openai import FakeOpenAI, Reply, json_reply
+from .fake_openai import FakeOpenAI, Reply, ToolCall, json_reply, tool_results
+from .flows import route
 
 
 def _key(body: dict) -> str | None:
@@ -159,3 +160,59 @@ def test_models_health_and_404(server: FakeOpenAI) -> None:
         assert conn.getresponse().status == 200
     finally:
         conn.close()
+
+
+def test_tool_call_reply_shape(server: FakeOpenAI) -> None:
+    server.script("k", Reply(tool_calls=[ToolCall("add", {"a": 2, "b": 3})]))
+    resp = _ask(server, "k")
+    message, choice = resp.choices[0].message, resp.choices[0]
+    assert message.content is None and choice.finish_reason == "tool_calls"
+    [call] = message.tool_calls or []
+    assert call.type == "function" and call.function.name == "add"
+    assert json.loads(call.function.arguments) == {"a": 2, "b": 3}
+    assert call.id.startswith("call_") and len(call.id) > len("call_")
+    assert resp.usage.completion_tokens > 0
+
+
+def test_tool_calls_with_content_ids_and_raw_arguments(server: FakeOpenAI) -> None:
+    calls = [ToolCall("a", '{"x": 1', id="c1"), ToolCall("b", {"y": [1]}, id="c2")]
+    server.script("k", Reply(content="thinking", tool_calls=calls, finish_reason="stop"))
+    resp = _ask(server, "k")
+    message = resp.choices[0].message
+    assert message.content == "thinking" and resp.choices[0].finish_reason == "stop"
+    assert [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or []] == [
+        ("c1", "a", '{"x": 1'), ("c2", "b", '{"y": [1]}'),
+    ]
+
+
+def test_sticky_tool_call_reply_gets_fresh_ids(server: FakeOpenAI) -> None:
+    server.script("k", Reply(tool_calls=[ToolCall("add", {})]))
+    ids = [(_ask(server, "k").choices[0].message.tool_calls or [])[0].id for _ in range(2)]
+    assert ids[0] != ids[1]
+
+
+def test_react_loop_scripted_per_task_and_step() -> None:
+    """A node's turns share one key (`route`), even when the conversation ends with tool results."""
+    with FakeOpenAI(key_fn=route) as fake:
+        fake.script("node:a", Reply(tool_calls=[ToolCall("add", {"a": 1, "b": 2}, id="c1")]), "three")
+        fake.script("node:b", "b done")
+        client = _client(fake)
+        messages: list[dict] = [{"role": "user", "content": "## Your task (id: a)\nadd 1 and 2"}]
+        first = client.chat.completions.create(model="m", messages=messages).choices[0].message
+        messages.append(first.model_dump(exclude_none=True))
+        messages.append({"role": "tool", "tool_call_id": "c1", "content": "3"})
+        second = client.chat.completions.create(model="m", messages=messages).choices[0].message
+        other = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "## Your task (id: b)\nother"}])
+        assert second.content == "three" and other.choices[0].message.content == "b done"
+        assert len(fake.calls_for("node:a")) == 2 and len(fake.calls_for("node:b")) == 1
+        assert tool_results(fake.calls_for("node:a")[1].body) == {"c1": "3"}
+        assert tool_results(fake.calls_for("node:a")[0].body) == {}
+
+
+def test_route_unchanged_for_plain_requests() -> None:
+    assert route({"messages": [{"role": "user", "content": "## Your task (id: x)\ndo"}]}) == "node:x"
+    assert route({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "sum up"}]}) == "synthesis"
+    assert route({"messages": [], "response_format": {"json_schema": {"name": "replan"}}}) == "replan"
+    parts = [{"type": "text", "text": "## Your task (id: y)\n"}]
+    assert route({"messages": [{"role": "user", "content": parts}, {"role": "tool", "content": "r"}]}) == "node:y"
