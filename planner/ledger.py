@@ -8,12 +8,9 @@ script) can query with plain SQL, and it outlives Prefect's retention. SQLite in
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
-import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from planner.errors import RunInProgressError
+from planner.liveness import HEARTBEAT_STALE_AFTER, Owner, is_alive
 from planner.llm import LLMCall
 from planner.models import Plan, Repair
 
@@ -38,35 +36,22 @@ __all__ = [
     "utcnow",
 ]
 
-HEARTBEAT_STALE_AFTER = timedelta(seconds=30)
-"""A running run whose owner has not beaten for this long is presumed dead."""
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
 def this_owner() -> str:
-    """Who executes a run: `host:pid:token`. The pid finds a dead local owner at once;
+    """Who executes a run: `host:pid:start:boot:token` (see `planner.liveness`). The pid,
+    its start time and the boot id find a dead local owner at once, zombie or pid reused;
     the token tells two runs of one process apart."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return str(Owner.current())
 
 
 def owner_is_alive(owner: str | None, heartbeat_at: datetime | None, now: datetime | None = None) -> bool:
-    """True if the owner may still be executing: a live local pid, or a fresh heartbeat."""
-    if not owner or heartbeat_at is None:
-        return False
-    host, pid = (owner.split(":") + ["", ""])[:2]
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    beat = heartbeat_at if heartbeat_at.tzinfo else heartbeat_at.replace(tzinfo=timezone.utc)
-    return (now or utcnow()) - beat < HEARTBEAT_STALE_AFTER
+    """True if the owner may still be executing: that very local process (not a zombie,
+    not a reused pid, this boot), or, when that cannot be told, a fresh heartbeat."""
+    return is_alive(owner, heartbeat_at, now)
 
 
 class RunRecord(SQLModel, table=True):
@@ -76,7 +61,7 @@ class RunRecord(SQLModel, table=True):
     goal: str
     status: str = Field(default="running", index=True)  # running | completed | failed | crashed
     flow_run_id: str | None = None
-    owner: str | None = None  # host:pid of the process executing it, while running
+    owner: str | None = None  # host:pid:start:boot:token of the process executing it, while running
     heartbeat_at: datetime | None = None
     model: str | None = None
     answer: str | None = None
