@@ -1,11 +1,13 @@
-"""Runs a plan's DAG as Prefect tasks: each node is submitted the moment its
+"""Runs a plan's DAG as Prefect tasks: each node starts the moment its
 dependencies are done, and at most `max_parallel` nodes run at once.
 
+Nodes are async Prefect tasks awaited on the flow's event loop (one asyncio task
+each): no thread hand-off between a dependency's end and its dependent's start.
 A node gets its dependencies' outcomes as values (already in memory here, so no
-task reads them back from result storage) and their futures as `wait_for`, so
-Prefect still records the edges and the UI draws the graph.
+task reads them back from result storage) and their final states as `wait_for`,
+so Prefect still records the edges and the UI draws the graph.
 
-Nodes whose dependencies failed are never submitted, so they never exist in
+Nodes whose dependencies failed are never started, so they never exist in
 Prefect: the remaining work after a failure is exactly the failed nodes plus
 every node not yet started.
 """
@@ -14,20 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect.futures import PrefectConcurrentFuture
+from prefect.states import State
 
 from planner.models import NodeOutcome, Plan
 
-__all__ = ["ExecutionResult", "NodeSubmitter", "execute_plan"]
+__all__ = ["ExecutionResult", "NodeRunner", "execute_plan"]
 
-NodeSubmitter = Callable[
-    [str, Mapping[str, NodeOutcome], list[PrefectConcurrentFuture[Any]]], PrefectConcurrentFuture[Any]
-]
-"""Submits node `id` given its dependencies' outcomes and futures (for `wait_for`); returns its future."""
+NodeRunner = Callable[[str, Mapping[str, NodeOutcome], list[State]], Awaitable[State]]
+"""Runs node `id` given its dependencies' outcomes and final states (for `wait_for`); returns its final state."""
 
 
 @dataclass
@@ -36,7 +36,8 @@ class ExecutionResult:
     cached: set[str] = field(default_factory=set)
     failed: dict[str, BaseException] = field(default_factory=dict)
     not_started: list[str] = field(default_factory=list)
-    futures: dict[str, PrefectConcurrentFuture[Any]] = field(default_factory=dict)
+    states: dict[str, State] = field(default_factory=dict)
+    """Final Prefect state of every node run in this flow run (edges for later versions)."""
 
     @property
     def ok(self) -> bool:
@@ -45,58 +46,73 @@ class ExecutionResult:
 
 async def execute_plan(
     plan: Plan,
-    submit: NodeSubmitter,
+    run_node: NodeRunner,
     *,
     max_parallel: int,
     already_done: Mapping[str, NodeOutcome] | None = None,
-    prior_futures: Mapping[str, PrefectConcurrentFuture[Any]] | None = None,
+    prior_states: Mapping[str, State] | None = None,
     on_settled: Callable[[str, NodeOutcome | None, BaseException | None, bool], Any] | None = None,
 ) -> ExecutionResult:
-    """Execute `plan`; stop submitting after the first failure but let running nodes finish.
+    """Execute `plan`; stop starting nodes after the first failure but let running ones finish.
 
     `already_done` holds outcomes of nodes finished earlier in this flow run (after a
-    replan); they are not submitted again, and their `prior_futures` are still
-    waited for by dependents, so the UI keeps drawing those edges. `on_settled(node, outcome, error, cached)`
-    is called as each node ends, for the ledger and the UI; if it returns an
-    awaitable, that is awaited.
+    replan); they are not run again, and their `prior_states` are still waited for
+    by dependents, so the UI keeps drawing those edges. `on_settled(node, outcome,
+    error, cached)` is called as each node ends, for the ledger and the UI; if it
+    returns an awaitable, that is awaited.
     """
     graph = plan.graph
-    result = ExecutionResult(outcomes=dict(already_done or {}), futures=dict(prior_futures or {}))
-    in_flight: dict[asyncio.Future[Any], str] = {}
-    while True:
-        if not result.failed:
-            started = set(result.futures) | set(result.outcomes)
-            for node in graph.ready(result.outcomes, started=started):
-                if len(in_flight) >= max_parallel:
-                    break
-                dependencies = graph.dependencies(node)
-                upstream = {d: result.outcomes[d] for d in dependencies}
-                wait_for = [result.futures[d] for d in dependencies if d in result.futures]
-                future = submit(node, upstream, wait_for)
-                result.futures[node] = future
-                in_flight[asyncio.wrap_future(future.wrapped_future)] = node
-        if not in_flight:
-            break
-        finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-        for done in finished:
-            node = in_flight.pop(done)
-            future = result.futures[node]
-            state = done.result()  # the wrapped future yields the final State
-            value = future.result(raise_on_failure=False)
-            if state.is_completed() and isinstance(value, NodeOutcome):
-                cached = state.name == "Cached"
-                result.outcomes[node] = value
-                if cached:
-                    result.cached.add(node)
-                await _notify(on_settled, node, value, None, cached)
-            else:
-                error = value if isinstance(value, BaseException) else RuntimeError(f"node ended {state.name}")
-                result.failed[node] = error
-                await _notify(on_settled, node, None, error, False)
+    result = ExecutionResult(outcomes=dict(already_done or {}), states=dict(prior_states or {}))
+    in_flight: dict[asyncio.Task[State], str] = {}
+    started = set(result.outcomes)
+    try:
+        while True:
+            if not result.failed:
+                for node in graph.ready(result.outcomes, started=started):
+                    if len(in_flight) >= max_parallel:
+                        break
+                    dependencies = graph.dependencies(node)
+                    upstream = {d: result.outcomes[d] for d in dependencies}
+                    wait_for = [result.states[d] for d in dependencies if d in result.states]
+                    started.add(node)
+                    in_flight[asyncio.ensure_future(run_node(node, upstream, wait_for))] = node
+            if not in_flight:
+                break
+            finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            for done in finished:
+                node = in_flight.pop(done)
+                await _settle(result, node, done, on_settled)
+    finally:
+        # Cancelled (Ctrl-C, a cancelled flow run): the running nodes go with it.
+        for task in in_flight:
+            task.cancel()
     result.not_started = [
         n for n in graph.topological_order() if n not in result.outcomes and n not in result.failed
     ]
     return result
+
+
+async def _settle(
+    result: ExecutionResult, node: str, done: asyncio.Task[State], on_settled: Callable[..., Any] | None
+) -> None:
+    if done.cancelled():
+        raise asyncio.CancelledError(f"node {node} was cancelled")
+    error: BaseException | None = done.exception()
+    state = None if error is not None else done.result()
+    value = await state.aresult(raise_on_failure=False) if state is not None else error
+    if state is not None:
+        result.states[node] = state
+    if state is not None and state.is_completed() and isinstance(value, NodeOutcome):
+        cached = state.name == "Cached"
+        result.outcomes[node] = value
+        if cached:
+            result.cached.add(node)
+        await _notify(on_settled, node, value, None, cached)
+        return
+    if not isinstance(value, BaseException):
+        value = RuntimeError(f"node ended {state.name if state is not None else 'without a state'}")
+    result.failed[node] = value
+    await _notify(on_settled, node, None, value, False)
 
 
 async def _notify(callback: Callable[..., Any] | None, *args: Any) -> None:

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
-from prefect.context import SyncClientContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.runtime import flow_run as current_flow_run
+from prefect.states import State
 from prefect.utilities.annotations import quote
 
 from flows.executor import ExecutionResult, execute_plan
 from flows.human import FailureAnswer, ask_about_failure, ask_to_approve
 from flows.replan import ReplanSpec, replan
-from flows.runtime import RunResources, await_result, open_resources
+from flows.runtime import RunResources, open_resources
 from flows.tasks import (
     NodeSpec,
     PlanningSpec,
@@ -133,7 +133,7 @@ async def _run(
     if dead is not None and dead.flow_run_id and dead.flow_run_id != flow_run_id:
         await _mark_crashed_in_prefect(dead.flow_run_id, f"its process {dead.owner} died; resumed by {flow_run_id}")
     try:
-        with open_resources(settings, run_key, ledger, owner) as resources:
+        async with open_resources(settings, run_key, ledger, owner) as resources:
             try:
                 position = await _starting_position(resources, goal, user_plan)
                 if resources.settings.approve_plan:
@@ -256,7 +256,7 @@ async def _make_plan(resources: RunResources, goal: str) -> CompiledPlan:
         max_tokens=settings.plan_max_tokens,
         positional_schema=resources.embedded,
     )
-    return await await_result(make_plan.with_options(**retry_options(settings)).submit(spec))
+    return await make_plan.with_options(**retry_options(settings))(spec)
 
 
 async def _execute_with_replans(
@@ -265,12 +265,12 @@ async def _execute_with_replans(
     """Run the plan; after a permanent failure, replan (bounded) and run the new version."""
     settings, ledger, run_key = resources.settings, resources.ledger, resources.run_key
     outcomes: dict[str, NodeOutcome] = {}
-    futures: dict[str, Any] = {}
+    states: dict[str, State] = {}
     while True:
-        execution = await _execute(resources, goal, position, outcomes, futures)
+        execution = await _execute(resources, goal, position, outcomes, states)
         if execution.ok:
             return position, execution
-        outcomes, futures = execution.outcomes, execution.futures
+        outcomes, states = execution.outcomes, execution.states
         failed_id, error = next(iter(execution.failed.items()))
         if not isinstance(error, LLMError):
             # The database, Prefect's API or the process failed, not the task's model call:
@@ -375,7 +375,7 @@ async def _execute(
     goal: str,
     position: _Position,
     outcomes: dict[str, NodeOutcome],
-    futures: dict[str, Any],
+    states: dict[str, State],
 ) -> ExecutionResult:
     settings, ledger, run_key = resources.settings, resources.ledger, resources.run_key
     plan, version = position.plan, position.version
@@ -383,7 +383,7 @@ async def _execute(
     tags = [f"run:{run_key}", f"plan:v{version}"] if settings.task_tags else []
     node_task = execute_node.with_options(tags=tags, **retry_options(settings))
 
-    def submit(node_id: str, upstream: dict[str, NodeOutcome], wait_for: list[Any]) -> Any:
+    def run_node(node_id: str, upstream: dict[str, NodeOutcome], wait_for: list[State]) -> Any:
         task = plan.by_id[node_id]
         spec = NodeSpec(
             run_key=run_key,
@@ -398,11 +398,12 @@ async def _execute(
         )
         # quote(): plain values, nothing for Prefect to walk; edges come from wait_for alone
         # (walking them also links interned strings such as the id "a" to a's result).
-        return node_task.submit(quote(spec), quote(upstream), wait_for=wait_for)
+        return node_task(quote(spec), quote(upstream), wait_for=wait_for, return_state=True)
 
     async def settled(node_id: str, outcome: NodeOutcome | None, error: BaseException | None, cached: bool) -> None:
         if outcome is not None:
-            ledger.node_completed(
+            await resources.write(
+                ledger.node_completed,
                 run_key,
                 node_id,
                 result=outcome.output,
@@ -411,7 +412,7 @@ async def _execute(
                 cached=cached,
             )
         else:
-            ledger.node_failed(run_key, node_id, str(error))
+            await resources.write(ledger.node_failed, run_key, node_id, str(error))
         if outcome is not None:
             finished.add(node_id)
         # Counted here, not queried: a ledger read per node made settling O(n^2).
@@ -419,17 +420,14 @@ async def _execute(
 
     done = {k: v for k, v in outcomes.items() if k in plan.by_id}
     finished = set(done)
-    # One Prefect API client for every node's task thread (each would build its own,
-    # TLS contexts included): about a third of the per-node CPU, measured.
-    with SyncClientContext.get_or_create():
-        return await execute_plan(
-            plan,
-            submit,
-            max_parallel=settings.max_parallel,
-            already_done=done,
-            prior_futures={k: futures[k] for k in done if k in futures},
-            on_settled=settled,
-        )
+    return await execute_plan(
+        plan,
+        run_node,
+        max_parallel=settings.max_parallel,
+        already_done=done,
+        prior_states={k: states[k] for k in done if k in states},
+        on_settled=settled,
+    )
 
 
 async def _synthesize(resources: RunResources, goal: str, plan: Plan, execution: ExecutionResult) -> str:
@@ -446,9 +444,8 @@ async def _synthesize(resources: RunResources, goal: str, plan: Plan, execution:
         result_chars=settings.result_chars,
         max_tokens=_node_max_tokens(resources),
     )
-    future = synthesize_answer.with_options(**retry_options(settings)).submit(
+    return await synthesize_answer.with_options(**retry_options(settings))(
         quote(spec),
         quote({s: execution.outcomes[s] for s in sinks}),
-        wait_for=[execution.futures[s] for s in sinks if s in execution.futures],
+        wait_for=[execution.states[s] for s in sinks if s in execution.states],
     )
-    return await await_result(future)

@@ -15,7 +15,7 @@ from prefect import flow, task
 from pydantic import BaseModel, ConfigDict
 
 from flows.tasks import call_model, retry_options
-from flows.runtime import await_result, current_resources
+from flows.runtime import current_resources
 from planner.cache_keys import replan_cache_key
 from planner.errors import PlanError, ReplanRejectedError
 from planner.models import Plan, strict_json_schema
@@ -51,7 +51,7 @@ def _replan_key(context: Any, parameters: dict[str, Any]) -> str:
 
 
 @task(name="replanner", task_run_name="ask the replanner", persist_result=True, cache_key_fn=_replan_key)
-def ask_replanner(spec: ReplanSpec) -> ReplanOutcome:
+async def ask_replanner(spec: ReplanSpec) -> ReplanOutcome:
     """Ask for a decision and apply it; if it cannot be applied, ask once more with the error."""
     plan = spec.plan
     completed = [(t, spec.completed_results[t.id]) for t in plan.tasks if t.id in spec.completed_results]
@@ -61,10 +61,11 @@ def ask_replanner(spec: ReplanSpec) -> ReplanOutcome:
     )
     schema = strict_json_schema(ReplanDecision)
 
-    def attempt(msgs: list[dict[str, str]]) -> tuple[str, ReplanOutcome | PlanError]:
-        answer = call_model(
+    async def attempt(msgs: list[dict[str, str]]) -> tuple[str, ReplanOutcome | PlanError]:
+        completion = await call_model(
             messages=msgs, purpose="replan", max_tokens=spec.max_tokens, json_schema=schema, schema_name="replan"
-        ).text
+        )
+        answer = completion.text
         try:
             decision = parse_decision(answer)
             return answer, apply_decision(
@@ -78,14 +79,14 @@ def ask_replanner(spec: ReplanSpec) -> ReplanOutcome:
         except PlanError as exc:
             return answer, exc
 
-    answer, result = attempt(messages)
+    answer, result = await attempt(messages)
     if isinstance(result, PlanError):
         retry = [
             *messages,
             {"role": "assistant", "content": answer[:4000]},
             {"role": "user", "content": f"That answer was rejected: {result}. Answer again, JSON only."},
         ]
-        _, result = attempt(retry)
+        _, result = await attempt(retry)
     if isinstance(result, PlanError):
         raise ReplanRejectedError(f"replan v{spec.version} rejected: {result}", node_id=spec.failed) from None
     return result
@@ -95,4 +96,4 @@ def ask_replanner(spec: ReplanSpec) -> ReplanOutcome:
 async def replan(spec: ReplanSpec) -> ReplanOutcome:
     """Decide how to continue after `spec.failed` failed; return the next plan version."""
     settings = current_resources().settings
-    return await await_result(ask_replanner.with_options(**retry_options(settings)).submit(spec))
+    return await ask_replanner.with_options(**retry_options(settings))(spec)

@@ -1,22 +1,25 @@
 """What a flow run holds open while it runs: the ledger, the model client, the embedded model.
 
-Prefect runs each task in a worker thread (sync tasks) and the `openai` async
-client belongs to one event loop, so the client lives on a dedicated loop
-thread and tasks hand it coroutines. One client per run means one connection
-pool and one TLS setup, not one per node (client construction costs tens of ms).
+Every node is an async Prefect task awaited on the flow's own event loop, so the
+model client (async, one connection pool for the run) lives on that loop too and
+no thread hand-off sits on the hot path. The ledger is SQLite or PostgreSQL
+through a blocking driver: its writes go to one writer thread, in order, so a
+slow fsync never stalls the loop that dispatches nodes.
 
-Tasks find the resources through a context variable: Prefect copies the
-submitting context into each task's thread, and non-serialisable objects stay
-out of task parameters (and out of cache keys).
+Tasks find the resources through a context variable: asyncio copies the
+submitting context into each node's task, and non-serialisable objects stay out
+of task parameters (and out of cache keys).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import threading
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,38 +29,35 @@ from planner.ledger import Ledger
 from planner.llm import LLMClient
 from planner.settings import PlanflowSettings
 
-__all__ = ["LoopThread", "RunResources", "await_result", "current_resources", "open_resources"]
+__all__ = ["LedgerWriter", "RunResources", "current_resources", "open_resources"]
 
 T = TypeVar("T")
 
 _current: contextvars.ContextVar[RunResources] = contextvars.ContextVar("planflow_run_resources")
 
 
-class LoopThread:
-    """An event loop on a daemon thread, for running coroutines from sync code."""
+class LedgerWriter:
+    """One thread that performs ledger writes in submission order, off the event loop."""
 
-    def __init__(self, name: str = "planflow-llm") -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self._thread.start()
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planflow-ledger")
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+    async def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(*args, **kwargs)` on the writer thread and await its result."""
+        return await asyncio.wrap_future(self._pool.submit(functools.partial(fn, *args, **kwargs)))
 
-    async def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await `coro` on this loop from another event loop."""
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+    def soon(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        """Queue a write without waiting for it (bookkeeping such as per-call usage)."""
+        return self._pool.submit(functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
-        if not self.loop.is_running():
-            self.loop.close()
+        """Wait for every queued write, then stop the thread."""
+        self._pool.shutdown(wait=True)
 
 
 class Heartbeat:
     """Beats in the ledger every few seconds, so a run on another machine whose
-    process died is recognised as dead (a local one is recognised by its pid)."""
+    process died is recognised as dead (a local one by its pid, start time and boot id)."""
 
     def __init__(self, ledger: Ledger, run_key: str, owner: str, interval: float = 5.0) -> None:
         self._stop = threading.Event()
@@ -84,14 +84,10 @@ class RunResources:
     settings: PlanflowSettings
     ledger: Ledger
     llm: LLMClient
-    loop: LoopThread
     model: str
     artifacts: RunArtifacts
+    write: LedgerWriter
     embedded: bool = False
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run an LLM coroutine on the client's loop and wait for it (from a task thread)."""
-        return self.loop.run(coro)
 
 
 def current_resources() -> RunResources:
@@ -103,62 +99,56 @@ def current_resources() -> RunResources:
         ) from None
 
 
-@contextmanager
-def open_resources(
+@asynccontextmanager
+async def open_resources(
     settings: PlanflowSettings, run_key: str, ledger: Ledger, owner: str
-) -> Iterator[RunResources]:
+) -> AsyncIterator[RunResources]:
     """Start what a run needs (the embedded model if no endpoint is set, the ledger
     heartbeat that tells other processes this run is alive) and stop it after."""
     embedded: EmbeddedModelServer | None = None
-    loop = LoopThread()
+    writer = LedgerWriter()
     heartbeat = Heartbeat(ledger, run_key, owner)
     try:
         if settings.uses_embedded_model:
             settings.home.mkdir(parents=True, exist_ok=True)
-            embedded = EmbeddedModelServer(
-                EmbeddedServerConfig(
-                    ctx_size=settings.embedded_ctx,
-                    threads=settings.embedded_threads,
-                    log_file=settings.home / "embedded-model.log",
-                )
-            ).start()
+            config = EmbeddedServerConfig(
+                ctx_size=settings.embedded_ctx,
+                threads=settings.embedded_threads,
+                log_file=settings.home / "embedded-model.log",
+            )
+            embedded = await asyncio.to_thread(EmbeddedModelServer(config).start)
             base_url, api_key, model = embedded.base_url, "embedded", EMBEDDED_MODEL_NAME
         else:
             base_url = settings.base_url or "https://api.openai.com/v1"
             api_key = settings.api_key.get_secret_value() if settings.api_key else "not-needed"
             model = settings.model_name
 
-        def record(call: Any) -> None:
-            ledger.record_llm_call(run_key, call)
-
-        async def make_client() -> LLMClient:
-            return LLMClient(
-                base_url=base_url,
-                api_key=api_key,
-                model=model,
-                timeout=settings.request_timeout,
-                retry_after_cap=settings.retry_after_cap,
-                on_call=record,
-            )
-
-        llm = loop.run(make_client())
+        llm = LLMClient(
+            base_url=base_url,
+            api_key=api_key,
+            model=model,
+            timeout=settings.request_timeout,
+            retry_after_cap=settings.retry_after_cap,
+            on_call=lambda call: writer.soon(ledger.record_llm_call, run_key, call),
+        )
         resources = RunResources(
-            run_key, settings, ledger, llm, loop, model, RunArtifacts(run_key, ledger), embedded=embedded is not None
+            run_key,
+            settings,
+            ledger,
+            llm,
+            model,
+            RunArtifacts(run_key, ledger),
+            writer,
+            embedded=embedded is not None,
         )
         token = _current.set(resources)
         try:
             yield resources
         finally:
             _current.reset(token)
-            loop.run(llm.aclose())
+            await llm.aclose()
     finally:
         heartbeat.stop()
-        loop.close()
+        writer.close()
         if embedded is not None:
             embedded.stop()
-
-
-async def await_result(future: Any) -> Any:
-    """The result of a submitted Prefect task, awaited without blocking the flow's loop."""
-    await asyncio.wrap_future(future.wrapped_future)
-    return future.result()

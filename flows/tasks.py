@@ -7,7 +7,7 @@ it again. Retries are Prefect's own and apply to transient model errors only.
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import Any
 
 from prefect import task
@@ -84,9 +84,9 @@ class SynthesisSpec(BaseModel):
     prompt_version: str = PROMPT_VERSION
 
 
-def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
+async def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry only what retrying can fix; a 400 or a bad plan fails at once."""
-    return isinstance(state.result(raise_on_failure=False), TransientLLMError)
+    return isinstance(await state.aresult(raise_on_failure=False), TransientLLMError)
 
 
 def retry_options(settings: PlanflowSettings) -> dict[str, Any]:
@@ -104,15 +104,14 @@ def retry_options(settings: PlanflowSettings) -> dict[str, Any]:
     }
 
 
-def call_model(**kwargs: Any) -> Completion:
-    """One model call from a task thread, honouring `Retry-After` before Prefect retries."""
-    resources = current_resources()
+async def call_model(**kwargs: Any) -> Completion:
+    """One model call on the flow's loop, honouring `Retry-After` before Prefect retries."""
     try:
-        return resources.call(resources.llm.complete(**kwargs))
+        return await current_resources().llm.complete(**kwargs)
     except TransientLLMError as exc:
         # Prefect's backoff comes on top; Retry-After (already capped) is the floor.
         if exc.retry_after:
-            time.sleep(exc.retry_after)
+            await asyncio.sleep(exc.retry_after)
         raise
 
 
@@ -132,18 +131,19 @@ def _plan_key(context: Any, parameters: dict[str, Any]) -> str:
 
 
 @task(name="plan", task_run_name="plan", persist_result=True, cache_key_fn=_plan_key)
-def make_plan(spec: PlanningSpec) -> CompiledPlan:
+async def make_plan(spec: PlanningSpec) -> CompiledPlan:
     """Ask the model for a plan and compile it; on a defect, ask once more with the error."""
     schema = positional_plan_schema(spec.max_tasks) if spec.positional_schema else strict_json_schema(Plan)
 
-    def ask(messages: list[dict[str, str]]) -> str:
-        return call_model(messages=messages, purpose="plan", max_tokens=spec.max_tokens, json_schema=schema).text
+    async def ask(messages: list[dict[str, str]]) -> str:
+        completion = await call_model(messages=messages, purpose="plan", max_tokens=spec.max_tokens, json_schema=schema)
+        return completion.text
 
-    answer = ask(planning_messages(spec.goal))
+    answer = await ask(planning_messages(spec.goal))
     try:
         return compile_plan(answer, max_tasks=spec.max_tasks)
     except PlanError as first_error:
-        answer = ask(planning_retry_messages(spec.goal, answer, str(first_error)))
+        answer = await ask(planning_retry_messages(spec.goal, answer, str(first_error)))
         try:
             return compile_plan(answer, max_tasks=spec.max_tasks)
         except PlanError as second_error:
@@ -179,10 +179,10 @@ def _node_run_name(parameters: dict[str, Any]) -> str:
 
 
 @task(name="node", task_run_name=_node_run_name, persist_result=True, cache_key_fn=_node_key)
-def execute_node(spec: NodeSpec, upstream: dict[str, NodeOutcome]) -> NodeOutcome:
+async def execute_node(spec: NodeSpec, upstream: dict[str, NodeOutcome]) -> NodeOutcome:
     """Run one plan node: the goal, its task and its direct dependencies' results only."""
     resources = current_resources()
-    resources.ledger.node_attempt_started(spec.run_key, spec.task.id)
+    await resources.write(resources.ledger.node_attempt_started, spec.run_key, spec.task.id)
     messages = execution_messages(
         spec.goal,
         spec.task,
@@ -190,7 +190,7 @@ def execute_node(spec: NodeSpec, upstream: dict[str, NodeOutcome]) -> NodeOutcom
         {t.id: t for t in spec.dependencies},
         spec.context_chars,
     )
-    completion = call_model(messages=messages, purpose="node", node_id=spec.task.id, max_tokens=spec.max_tokens)
+    completion = await call_model(messages=messages, purpose="node", node_id=spec.task.id, max_tokens=spec.max_tokens)
     output = truncate(completion.text, spec.result_chars)
     return NodeOutcome(
         node_id=spec.task.id,
@@ -217,10 +217,10 @@ def _synthesis_key(context: Any, parameters: dict[str, Any]) -> str:
 
 
 @task(name="synthesize", task_run_name="synthesize answer", persist_result=True, cache_key_fn=_synthesis_key)
-def synthesize_answer(spec: SynthesisSpec, sink_outcomes: dict[str, NodeOutcome]) -> str:
+async def synthesize_answer(spec: SynthesisSpec, sink_outcomes: dict[str, NodeOutcome]) -> str:
     """Write the run's answer from the sink nodes' results."""
     messages = synthesis_messages(
         spec.goal, [(t, sink_outcomes[t.id].output) for t in spec.sinks], spec.context_chars
     )
-    answer = call_model(messages=messages, purpose="synthesis", max_tokens=spec.max_tokens).text
+    answer = (await call_model(messages=messages, purpose="synthesis", max_tokens=spec.max_tokens)).text
     return truncate(answer, spec.result_chars)
