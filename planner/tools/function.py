@@ -176,6 +176,8 @@ class FunctionTool(Tool):
                 result = await self._func(*args, **values)
             else:  # a thread keeps a slow sync tool from stalling the other nodes
                 result = await asyncio.to_thread(self._func, *args, **values)
+                if inspect.isawaitable(result):  # a plain function that returns a coroutine
+                    result = await result
         except ToolCallError:
             raise  # the tool already wrote the message the model should read
         except Exception as e:

@@ -188,6 +188,10 @@ class TestInvoke:
     def test_async_is_awaited(self) -> None:
         assert run(greet.invoke({"name": "bo", "punctuation": "."})) == "hello bo."
 
+    def test_a_sync_function_returning_a_coroutine_is_awaited(self) -> None:
+        t = FunctionTool(lambda name: greet(name), name="indirect")
+        assert run(t.invoke({"name": "cy"})) == "hello cy!"
+
     def test_positional_only_parameters(self) -> None:
         def f(x: int, /, y: int = 1) -> int:
             return x - y
