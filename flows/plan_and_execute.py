@@ -33,10 +33,10 @@ from flows.tasks import (
     synthesize_answer,
 )
 from planner.compiler import CompiledPlan, compile_plan
-from planner.errors import LLMError, PlanError, PlanflowError, RunFailedError, UserInputError
+from planner.errors import LLMError, PlanError, PlanflowError, RunFailedError, TaskFailedError, UserInputError
 from planner.embedded import EMBEDDED_MODEL_NAME
 from planner.ledger import Ledger, this_owner
-from planner.models import NodeOutcome, Plan
+from planner.models import NodeOutcome, Plan, Task
 from planner.run_keys import default_run_key, normalise_goal, run_key_with_suffix
 from planner.settings import PlanflowSettings
 
@@ -90,6 +90,11 @@ async def plan_and_execute(
     on_exhausted: Literal["fail", "ask"] | None = None,
     approve_plan: bool | None = None,
     fresh: bool | None = None,
+    tools: list[str] | None = None,
+    mcp: list[str] | None = None,
+    builtin_tools: bool | None = None,
+    max_steps: int | None = None,
+    workspace: str | None = None,
 ) -> dict[str, Any]:
     """Plan `goal` (or run the given `plan`), execute every task, and synthesise an answer.
 
@@ -98,6 +103,9 @@ async def plan_and_execute(
     pauses for a person when a task fails and no replan is left (see flows/human.py).
     `fresh` (for schedules) gives each flow run its own run key when none is given,
     instead of one derived from the goal, so a daily run does not replay yesterday's.
+    `tools` (modules with `@tool` functions), `mcp` (MCP server commands or URLs),
+    `builtin_tools`, `max_steps` and `workspace` decide what nodes can do and how long
+    each may try (see planner/tools).
     Returns {"run_key", "status", "answer", "plan_version"}; raises `RunFailedError`
     if a node fails for good and no replan is left, or a `PlanError` if no valid
     plan could be made.
@@ -112,6 +120,11 @@ async def plan_and_execute(
         max_replans=max_replans,
         on_exhausted=on_exhausted,
         approve_plan=approve_plan,
+        tools=tools,
+        mcp=mcp,
+        builtin_tools=builtin_tools,
+        max_steps=max_steps,
+        workspace=workspace,
     )
     user_plan = compile_plan(plan, strict=True) if plan is not None else None
     ledger = Ledger(settings.ledger_url)
@@ -272,7 +285,7 @@ async def _execute_with_replans(
             return position, execution
         outcomes, states = execution.outcomes, execution.states
         failed_id, error = next(iter(execution.failed.items()))
-        if not isinstance(error, LLMError):
+        if not isinstance(error, (LLMError, TaskFailedError)):
             # The database, Prefect's API or the process failed, not the task's model call:
             # a new plan cannot fix that, and resuming the run key later can.
             raise error
@@ -364,6 +377,13 @@ def _give_up_message(resources: RunResources, failed_id: str, error: BaseExcepti
     return message + ("; replan history: " + " | ".join(history) if history else "")
 
 
+def _offered_tools(resources: RunResources, task: Task) -> tuple[str, ...]:
+    """The tools a task named (those that exist), or all of them if it named none."""
+    if resources.tools is None:
+        return ()
+    return tuple(t.name for t in resources.tools.select(task.tools))
+
+
 def _node_max_tokens(resources: RunResources) -> int:
     # The 135M embedded model rambles until its cap; 256 tokens say what it can say.
     limit = resources.settings.node_max_tokens
@@ -395,6 +415,8 @@ async def _execute(
             context_chars=settings.context_chars,
             result_chars=settings.result_chars,
             max_tokens=_node_max_tokens(resources),
+            tools=_offered_tools(resources, task),
+            max_steps=settings.max_steps,
         )
         # quote(): plain values, nothing for Prefect to walk; edges come from wait_for alone
         # (walking them also links interned strings such as the id "a" to a's result).

@@ -28,6 +28,8 @@ from planner.embedded import EMBEDDED_MODEL_NAME, EmbeddedModelServer, EmbeddedS
 from planner.ledger import Ledger
 from planner.llm import LLMClient
 from planner.settings import PlanflowSettings
+from planner.tools import Toolbox
+from planner.tools.sources import open_toolbox
 
 __all__ = ["LedgerWriter", "RunResources", "current_resources", "open_resources"]
 
@@ -88,6 +90,8 @@ class RunResources:
     artifacts: RunArtifacts
     write: LedgerWriter
     embedded: bool = False
+    tools: Toolbox | None = None
+    """What nodes may call; None for the embedded model, which cannot call tools usefully."""
 
 
 def current_resources() -> RunResources:
@@ -131,6 +135,7 @@ async def open_resources(
             retry_after_cap=settings.retry_after_cap,
             on_call=lambda call: writer.soon(ledger.record_llm_call, run_key, call),
         )
+        tools = None if embedded is not None else await open_toolbox(settings, run_key)
         resources = RunResources(
             run_key,
             settings,
@@ -140,6 +145,7 @@ async def open_resources(
             RunArtifacts(run_key, ledger),
             writer,
             embedded=embedded is not None,
+            tools=tools or None,
         )
         token = _current.set(resources)
         try:
@@ -147,6 +153,8 @@ async def open_resources(
         finally:
             _current.reset(token)
             await llm.aclose()
+            if tools is not None:
+                await tools.aclose()
     finally:
         heartbeat.stop()
         writer.close()

@@ -68,6 +68,9 @@ class NodeSpec(BaseModel):
     context_chars: int
     result_chars: int
     max_tokens: int
+    tools: tuple[str, ...] = ()
+    """Tools the node is offered; none: one completion, no loop."""
+    max_steps: int = 8
     prompt_version: str = PROMPT_VERSION
 
 
@@ -164,6 +167,8 @@ def _node_key(context: Any, parameters: dict[str, Any]) -> str:
         model=spec.model,
         prompt_version=spec.prompt_version,
         upstream_results={dep: outcome.output for dep, outcome in upstream.items()},
+        tools=spec.tools,
+        max_steps=spec.max_steps,
     )
 
 
@@ -190,6 +195,10 @@ async def execute_node(spec: NodeSpec, upstream: dict[str, NodeOutcome]) -> Node
         {t.id: t for t in spec.dependencies},
         spec.context_chars,
     )
+    if spec.tools:
+        from flows.tool_steps import run_node_with_tools  # it builds on this module
+
+        return await run_node_with_tools(spec, messages)
     completion = await call_model(messages=messages, purpose="node", node_id=spec.task.id, max_tokens=spec.max_tokens)
     output = truncate(completion.text, spec.result_chars)
     return NodeOutcome(

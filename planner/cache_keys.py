@@ -11,6 +11,11 @@ A key changes exactly when the work would change. In the key, and why:
   replan, say); a replayed (cached) upstream yields the same text, so resume
   replays the whole finished sub-graph.
 
+Inside a node with tools, each model turn is keyed by the messages it sends and
+the tools it offers (the step number only names it), and each tool call by its
+step, its place in the turn, the tool and the exact arguments: on resume the
+same conversation replays turn by turn, and a finished call is never repeated.
+
 Left out on purpose: timestamps, attempt counts, retry settings and
 parallelism, which change how work is done, not what it is.
 """
@@ -19,9 +24,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-__all__ = ["node_cache_key", "plan_cache_key", "replan_cache_key", "synthesis_cache_key"]
+__all__ = [
+    "idempotency_key",
+    "node_cache_key",
+    "plan_cache_key",
+    "replan_cache_key",
+    "synthesis_cache_key",
+    "tool_call_cache_key",
+    "turn_cache_key",
+]
 
 
 def _digest(payload: object) -> str:
@@ -44,19 +57,41 @@ def node_cache_key(
     model: str,
     prompt_version: str,
     upstream_results: Mapping[str, str],
+    tools: Sequence[str] = (),
+    max_steps: int | None = None,
 ) -> str:
-    digest = _digest(
-        {
-            "run_key": run_key,
-            "node_id": node_id,
-            "goal": goal,
-            "description": description,
-            "model": model,
-            "prompt_version": prompt_version,
-            "upstream": dict(upstream_results),
-        }
-    )
-    return f"planflow-node-{_safe(run_key)}-{_safe(node_id)}-{digest}"
+    payload: dict[str, object] = {
+        "run_key": run_key,
+        "node_id": node_id,
+        "goal": goal,
+        "description": description,
+        "model": model,
+        "prompt_version": prompt_version,
+        "upstream": dict(upstream_results),
+    }
+    if tools:  # only nodes that may act: the keys of tool-less nodes stay as they were
+        payload["tools"] = sorted(tools)
+        payload["max_steps"] = max_steps
+    return f"planflow-node-{_safe(run_key)}-{_safe(node_id)}-{_digest(payload)}"
+
+
+def turn_cache_key(
+    *, run_key: str, node_id: str, step: int, messages: Sequence[Mapping[str, object]], tools: Sequence[str], model: str
+) -> str:
+    """One model turn of a node's tool loop: what it is asked decides what it answers."""
+    digest = _digest({"run_key": run_key, "node_id": node_id, "messages": list(messages), "tools": sorted(tools), "model": model})
+    return f"planflow-turn-{_safe(run_key)}-{_safe(node_id)}-s{step}-{digest}"
+
+
+def tool_call_cache_key(*, run_key: str, node_id: str, step: int, index: int, tool: str, arguments: str) -> str:
+    """One tool call: its place in the node's conversation and exactly what was asked."""
+    digest = _digest({"run_key": run_key, "node_id": node_id, "step": step, "index": index, "tool": tool, "arguments": arguments})
+    return f"planflow-tool-{_safe(run_key)}-{_safe(node_id)}-s{step}c{index}-{digest}"
+
+
+def idempotency_key(*, run_key: str, node_id: str, step: int, index: int) -> str:
+    """The same for one call across resumes, so a tool can pass it to a payment API or a queue."""
+    return "planflow-" + _digest({"run_key": run_key, "node_id": node_id, "step": step, "index": index})
 
 
 def plan_cache_key(

@@ -18,6 +18,10 @@ also inherits the builtin it is closest to, so callers can catch either::
     ├── LLMError (RuntimeError)
     │   ├── TransientLLMError                 429, 5xx, timeout, connection reset: retried
     │   └── PermanentLLMError                 other 4xx, refusal, unusable output: not retried
+    ├── TaskFailedError (RuntimeError)        the task's own work failed: a replan may fix it
+    │   ├── StepBudgetError                   the ReAct loop spent its steps without answering
+    │   ├── RepeatedToolCallError             the model repeated a call that gave nothing new
+    │   └── ToolOutcomeUnknownError           a side-effecting call started, then the process died
     ├── RunFailedError (RuntimeError)         a node failed for good: exit code 1
     │   └── ReplanRejectedError               the replanner's answer could not be used
     └── RunInProgressError (RuntimeError)     the run key is being executed elsewhere: exit code 1
@@ -45,7 +49,11 @@ __all__ = [
     "ReplanRejectedError",
     "RunFailedError",
     "RunInProgressError",
+    "RepeatedToolCallError",
     "SelfLoopError",
+    "StepBudgetError",
+    "TaskFailedError",
+    "ToolOutcomeUnknownError",
     "TransientLLMError",
     "UnknownDependencyError",
     "UserInputError",
@@ -172,6 +180,26 @@ class TransientLLMError(LLMError):
 
 class PermanentLLMError(LLMError):
     """Retrying the same request cannot help: bad request, refusal, unusable output."""
+
+
+class TaskFailedError(PlanflowError, RuntimeError):
+    """A node's own work failed (not its model call, not the machinery): replanning may help."""
+
+
+class StepBudgetError(TaskFailedError):
+    """A node's ReAct loop used every step it was allowed without giving an answer."""
+
+
+class RepeatedToolCallError(TaskFailedError):
+    """The model asked for a call it had already made, with the same arguments, and got nothing new."""
+
+
+class ToolOutcomeUnknownError(TaskFailedError):
+    """A call to a tool that is not safe to repeat started and never ended (the process died).
+
+    It may or may not have taken effect, so it is not run again; the replanner or a
+    person decides what to do.
+    """
 
 
 class RunFailedError(PlanflowError, RuntimeError):

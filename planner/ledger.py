@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, inspect, text, update
+from sqlalchemy import UniqueConstraint, event, func, inspect, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
@@ -31,6 +31,7 @@ __all__ = [
     "NodeRecord",
     "PlanVersionRecord",
     "RunRecord",
+    "ToolCallRecord",
     "owner_is_alive",
     "this_owner",
     "utcnow",
@@ -118,6 +119,28 @@ class LLMCallRecord(SQLModel, table=True):
     seconds: float = 0.0
     error: str | None = None
     at: datetime = Field(default_factory=utcnow)
+
+
+class ToolCallRecord(SQLModel, table=True):
+    """One tool call of a node: written before the tool runs and again after, so a call
+    that started and never ended is known after a crash (at most once for side effects)."""
+
+    __tablename__ = "tool_calls"
+    __table_args__ = (UniqueConstraint("run_key", "node_id", "step", "call_index"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_key: str = Field(index=True)
+    node_id: str
+    step: int
+    call_index: int
+    tool: str
+    arguments: str
+    idempotent: bool = False
+    result: str | None = None
+    error: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    cached: bool = False  # replayed from Prefect's cache by a later run of the key
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -398,3 +421,59 @@ class Ledger:
                 ).where(LLMCallRecord.run_key == run_key)
             ).one()
             return {"calls": int(row[0]), "prompt_tokens": int(row[1]), "completion_tokens": int(row[2])}
+
+    # -- tool calls ----------------------------------------------------------------
+
+    def tool_call_started(
+        self, run_key: str, node_id: str, step: int, index: int, *, tool: str, arguments: str, idempotent: bool
+    ) -> None:
+        """Record that a call is about to run (again, for an idempotent re-run after a crash)."""
+        values = dict(tool=tool, arguments=arguments, idempotent=idempotent, started_at=utcnow(),
+                      finished_at=None, result=None, error=None, cached=False)
+        with self.engine.begin() as conn:
+            table = ToolCallRecord.__table__
+            where = (
+                (table.c.run_key == run_key) & (table.c.node_id == node_id)
+                & (table.c.step == step) & (table.c.call_index == index)
+            )
+            if conn.execute(table.update().where(where).values(**values)).rowcount == 0:
+                conn.execute(table.insert().values(run_key=run_key, node_id=node_id, step=step, call_index=index, **values))
+
+    def tool_call_finished(
+        self, run_key: str, node_id: str, step: int, index: int, *, result: str | None, error: str | None
+    ) -> None:
+        self._update_tool_call(run_key, node_id, step, index, result=result, error=error, finished_at=utcnow())
+
+    def tool_call_replayed(self, run_key: str, node_id: str, step: int, index: int) -> None:
+        self._update_tool_call(run_key, node_id, step, index, cached=True)
+
+    def _update_tool_call(self, run_key: str, node_id: str, step: int, index: int, **values: Any) -> None:
+        table = ToolCallRecord.__table__
+        with self.engine.begin() as conn:
+            conn.execute(
+                table.update()
+                .where(
+                    (table.c.run_key == run_key) & (table.c.node_id == node_id)
+                    & (table.c.step == step) & (table.c.call_index == index)
+                )
+                .values(**values)
+            )
+
+    def tool_call(self, run_key: str, node_id: str, step: int, index: int) -> ToolCallRecord | None:
+        with Session(self.engine) as s:
+            return s.exec(
+                select(ToolCallRecord).where(
+                    ToolCallRecord.run_key == run_key,
+                    ToolCallRecord.node_id == node_id,
+                    ToolCallRecord.step == step,
+                    ToolCallRecord.call_index == index,
+                )
+            ).first()
+
+    def tool_calls(self, run_key: str, node_id: str | None = None) -> list[ToolCallRecord]:
+        """A run's tool calls (or one node's), in the order they were made."""
+        with Session(self.engine) as s:
+            query = select(ToolCallRecord).where(ToolCallRecord.run_key == run_key)
+            if node_id is not None:
+                query = query.where(ToolCallRecord.node_id == node_id)
+            return list(s.exec(query.order_by(ToolCallRecord.node_id, ToolCallRecord.step, ToolCallRecord.call_index)))

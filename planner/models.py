@@ -31,6 +31,10 @@ class Task(BaseModel):
         default=(),
         description="Ids of the tasks whose results this task needs. Empty if none.",
     )
+    tools: tuple[str, ...] = Field(
+        default=(),
+        description="Names of the tools this task needs, from the tool list. Empty: it may use any.",
+    )
 
 
 class Plan(BaseModel):

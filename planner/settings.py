@@ -7,12 +7,13 @@ Planflow uses the embedded model: no key, no network.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["EMBEDDED", "PlanflowSettings"]
 
@@ -38,10 +39,27 @@ def default_embedded_threads() -> int:
     return max(1, min(EMBEDDED_THREADS_MAX, usable_cpus() - 1))
 
 
+def _split(value: object, separator: str) -> object:
+    """A list from the environment: a JSON list as pydantic reads it, or `a<sep>b`."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(separator) if part.strip()]
+    return value
+
+
 class PlanflowSettings(BaseSettings):
     """Everything a run can be configured with. Every field is an env var."""
 
     model_config = SettingsConfigDict(env_prefix="PLANFLOW_", extra="ignore", frozen=True)
+
+    def workspace_for(self, run_key: str) -> Path:
+        """Where a run's file tools read and write."""
+        if self.workspace is not None:
+            return self.workspace.expanduser()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_key)[:120]
+        return self.home / "workspaces" / safe
 
     home: Path = Field(
         default=Path("~/.planflow"),
@@ -100,6 +118,30 @@ class PlanflowSettings(BaseSettings):
         "server that check often gets a 503 and a 2 s retry (measured: +2 s in 13 of 20 small runs; "
         "none on PostgreSQL); turn off for throughput on SQLite.",
     )
+    max_steps: int = Field(
+        default=8, ge=1, description="Most model turns one node's tool loop may take before it fails."
+    )
+    builtin_tools: bool = Field(
+        default=True, description="Offer the built-in tools (calculator, workspace files, HTTP if allowed)."
+    )
+    tools: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Python modules (dotted names or .py paths) whose @tool functions nodes may call; "
+        "comma-separated or a JSON list.",
+    )
+    mcp: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="MCP servers to offer tools from: 'COMMAND ARGS' (stdio) or an http(s) URL; "
+        "several separated by ';' or as a JSON list.",
+    )
+    workspace: Path | None = Field(
+        default=None, description="Directory the file tools work in; default <home>/workspaces/<run key>."
+    )
+    http_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts (host or host:port) the HTTP tools may reach, comma-separated; none by default.",
+    )
+    tool_timeout: float = Field(default=60.0, gt=0, description="Seconds one tool call may take.")
     embedded_ctx: int = Field(default=8192, ge=512, description="Context size of the embedded model.")
     embedded_threads: int = Field(
         default_factory=default_embedded_threads,
@@ -107,6 +149,16 @@ class PlanflowSettings(BaseSettings):
         description="CPU threads of the embedded model; default one fewer than the CPUs (1 to 4), "
         "leaving a core to Prefect and the flow.",
     )
+
+    @field_validator("tools", "http_allow", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split(value, ",")
+
+    @field_validator("mcp", mode="before")
+    @classmethod
+    def _semicolon_list(cls, value: object) -> object:
+        return _split(value, ";")
 
     @field_validator("home", mode="after")
     @classmethod

@@ -1,0 +1,213 @@
+"""A node that acts: its ReAct loop made durable, one Prefect task per model turn and per tool call.
+
+Both kinds of step run nested under the node's task run, persisted and keyed by
+content (`planner.cache_keys`), so a run killed in step 5 resumes at step 5:
+earlier turns and calls come back `Cached`, and nothing is paid or done twice.
+
+A tool call is also written to the ledger before it runs and after it ends.
+A call found started-but-never-ended after a crash is run again only if its tool
+is idempotent; otherwise the node fails naming the call, since it may or may
+not have happened, and the replanner or a person decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prefect import task
+from prefect.utilities.annotations import quote
+from pydantic import BaseModel, ConfigDict
+
+from flows.runtime import RunResources, current_resources
+from flows.tasks import NodeSpec, call_model, retry_options
+from planner.cache_keys import idempotency_key, tool_call_cache_key, turn_cache_key
+from planner.errors import ToolOutcomeUnknownError
+from planner.llm import Completion, ToolCallRequest, redact
+from planner.models import NodeOutcome
+from planner.prompts import truncate
+from planner.react import Observation, describe_call, parse_arguments, run_tool_loop
+from planner.tools import Tool, ToolCallError
+
+__all__ = ["model_turn", "run_node_with_tools", "tool_call"]
+
+ARGUMENTS_KEPT = 2000
+"""Characters of a call's arguments kept in the ledger and the report."""
+
+
+class TurnSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_key: str
+    node_id: str
+    step: int
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    model: str
+    max_tokens: int
+
+
+class CallSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_key: str
+    node_id: str
+    step: int
+    index: int
+    tool: str
+    arguments: str
+    result_chars: int
+
+
+def _turn_key(context: Any, parameters: dict[str, Any]) -> str:
+    spec: TurnSpec = parameters["spec"]
+    return turn_cache_key(
+        run_key=spec.run_key,
+        node_id=spec.node_id,
+        step=spec.step,
+        messages=spec.messages,
+        tools=[t["function"]["name"] for t in spec.tools],
+        model=spec.model,
+    )
+
+
+def _turn_name(parameters: dict[str, Any]) -> str:
+    spec: TurnSpec = parameters["spec"]
+    return f"{spec.node_id}: step {spec.step}"
+
+
+@task(name="model turn", task_run_name=_turn_name, persist_result=True, cache_key_fn=_turn_key)
+async def model_turn(spec: TurnSpec) -> Completion:
+    """One turn of a node's conversation: the model answers or asks for tool calls."""
+    return await call_model(
+        messages=spec.messages, purpose="node", node_id=spec.node_id, max_tokens=spec.max_tokens, tools=spec.tools
+    )
+
+
+def _call_key(context: Any, parameters: dict[str, Any]) -> str:
+    spec: CallSpec = parameters["spec"]
+    return tool_call_cache_key(
+        run_key=spec.run_key, node_id=spec.node_id, step=spec.step, index=spec.index, tool=spec.tool, arguments=spec.arguments
+    )
+
+
+def _call_name(parameters: dict[str, Any]) -> str:
+    spec: CallSpec = parameters["spec"]
+    return f"{spec.node_id}: {describe_call(spec.tool, spec.arguments, limit=48)}"
+
+
+@task(name="tool call", task_run_name=_call_name, persist_result=True, cache_key_fn=_call_key)
+async def tool_call(spec: CallSpec) -> Observation:
+    """Run one tool call at most once; every failure the model can act on comes back as an observation."""
+    resources = current_resources()
+    toolbox = resources.tools
+    if toolbox is None or spec.tool not in toolbox:
+        offered = ", ".join(toolbox.names) if toolbox else "none"
+        return Observation(spec.tool, spec.arguments, error=f"there is no tool named {spec.tool!r}; tools: {offered}")
+    tool = toolbox[spec.tool]
+    try:
+        arguments = parse_arguments(spec.arguments)
+    except ValueError as exc:
+        return Observation(spec.tool, spec.arguments, error=str(exc))
+    ledger, write = resources.ledger, resources.write
+    where = (spec.run_key, spec.node_id, spec.step, spec.index)
+    earlier = await write(ledger.tool_call, *where)
+    if earlier is not None and earlier.finished_at is not None:  # done, but Prefect lost the result
+        return Observation(spec.tool, spec.arguments, result=earlier.result, error=earlier.error)
+    if earlier is not None and not tool.idempotent:
+        raise ToolOutcomeUnknownError(
+            f"task {spec.node_id}: `{describe_call(spec.tool, spec.arguments)}` may or may not have happened "
+            f"(it started at step {spec.step} and the run stopped before it ended); {spec.tool} is not safe "
+            "to repeat, so it was not run again"
+        )
+    secrets = _secrets(resources)
+    await write(
+        ledger.tool_call_started, *where,
+        tool=spec.tool, arguments=redact(spec.arguments[:ARGUMENTS_KEPT], secrets), idempotent=tool.idempotent,
+    )
+    observation = await _invoke(resources, tool, arguments, spec)
+    await write(
+        ledger.tool_call_finished, *where,
+        result=None if observation.result is None else redact(observation.result, secrets),
+        error=None if observation.error is None else redact(observation.error, secrets),
+    )
+    return observation
+
+
+async def _invoke(resources: RunResources, tool: Tool, arguments: dict[str, Any], spec: CallSpec) -> Observation:
+    key = idempotency_key(run_key=spec.run_key, node_id=spec.node_id, step=spec.step, index=spec.index)
+    timeout = resources.settings.tool_timeout
+    try:
+        result = await asyncio.wait_for(
+            tool.invoke(arguments, idempotency_key=key if tool.takes_idempotency_key else None), timeout
+        )
+    except ToolCallError as exc:
+        return Observation(spec.tool, spec.arguments, error=str(exc))
+    except asyncio.TimeoutError:
+        effect = "" if tool.idempotent else "; it may or may not have taken effect"
+        return Observation(spec.tool, spec.arguments, error=f"{spec.tool} timed out after {timeout:g} s{effect}")
+    except Exception as exc:  # a tool's own bug: the model is told, the node goes on
+        return Observation(spec.tool, spec.arguments, error=f"{spec.tool} failed: {type(exc).__name__}: {exc}"[:500])
+    return Observation(spec.tool, spec.arguments, result=truncate(result, spec.result_chars))
+
+
+def _secrets(resources: RunResources) -> list[str]:
+    key = resources.settings.api_key
+    return [key.get_secret_value()] if key is not None else []
+
+
+class _DurableSteps:
+    """The loop's steps as nested Prefect tasks of one node."""
+
+    def __init__(self, resources: RunResources, spec: NodeSpec, tools: list[Tool]) -> None:
+        self.resources, self.spec = resources, spec
+        self.definitions = [t.openai_tool() for t in tools]
+        self.turn_task = model_turn.with_options(**retry_options(resources.settings))
+
+    async def turn(self, step: int, messages: list[dict[str, Any]]) -> Completion:
+        spec = TurnSpec(
+            run_key=self.spec.run_key,
+            node_id=self.spec.task.id,
+            step=step,
+            messages=messages,
+            tools=self.definitions,
+            model=self.spec.model,
+            max_tokens=self.spec.max_tokens,
+        )
+        return await self.turn_task(quote(spec))
+
+    async def call(self, step: int, index: int, request: ToolCallRequest) -> Observation:
+        spec = CallSpec(
+            run_key=self.spec.run_key,
+            node_id=self.spec.task.id,
+            step=step,
+            index=index,
+            tool=request.name,
+            arguments=request.arguments,
+            result_chars=self.spec.result_chars,
+        )
+        state = await tool_call(quote(spec), return_state=True)
+        observation = await state.aresult()  # raises what the call raised (an unknown outcome)
+        if state.name == "Cached":
+            ledger = self.resources.ledger
+            await self.resources.write(ledger.tool_call_replayed, spec.run_key, spec.node_id, step, index)
+        return observation
+
+
+async def run_node_with_tools(spec: NodeSpec, messages: list[dict[str, Any]]) -> NodeOutcome:
+    """The node's ReAct loop over the tools it is offered; its answer is the node's result."""
+    resources = current_resources()
+    if resources.tools is None:
+        raise RuntimeError(f"task {spec.task.id} was given tools but the run opened none")
+    tools = [resources.tools[name] for name in spec.tools if name in resources.tools]
+    outcome = await run_tool_loop(
+        messages, _DurableSteps(resources, spec, tools), node_id=spec.task.id, max_steps=spec.max_steps
+    )
+    output = truncate(outcome.text, spec.result_chars)
+    return NodeOutcome(
+        node_id=spec.task.id,
+        output=output,
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+        truncated=output != outcome.text,
+    )
