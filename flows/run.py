@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import logging
 import sys
 import time
 from pathlib import Path
@@ -83,6 +84,17 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="when no replan is left: fail (default), or pause and ask a person in the Prefect UI")
     parser.add_argument("--approve-plan", action="store_true", default=None,
                         help="pause before any task runs so a person can review or edit the plan in the Prefect UI")
+    tools = parser.add_argument_group("tools (what a task may call; not with the embedded model)")
+    tools.add_argument("--tools", action="append", metavar="MODULE",
+                       help="offer every @tool in this module (dotted name or .py path); repeatable")
+    tools.add_argument("--mcp", action="append", metavar="'COMMAND ARGS'",
+                       help="offer the tools of this MCP server (stdio command, or an http(s) URL); repeatable")
+    tools.add_argument("--no-builtin-tools", dest="builtin_tools", action="store_false", default=None,
+                       help="do not offer the calculator and the workspace file tools")
+    tools.add_argument("--max-steps", type=_positive_int, metavar="N",
+                       help="model turns one task may take with its tools before it fails (default 8)")
+    tools.add_argument("--workspace", type=Path, metavar="DIR",
+                       help="directory the file tools use (default PLANFLOW_HOME/workspaces/<run key>)")
     parser.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report of the run here")
     parser.add_argument("--quiet", action="store_true", help="print only the answer (and errors)")
     parser.add_argument("--verbose", action="store_true", help="show Prefect's logs too")
@@ -115,6 +127,11 @@ def _quiet_prefect(verbose: bool) -> None:
 
 
 def _fail(message: str, code: int) -> int:
+    if code == EXIT_UNAVAILABLE:
+        # Prefect's API log handler prints "--- Error logging to API ---" and the error
+        # with no newline after it: start on a line of our own, and let it say no more.
+        logging.raiseExceptions = False
+        print(file=sys.stderr)
     print(f"planflow: error: {message}", file=sys.stderr)
     return code
 
@@ -215,6 +232,11 @@ def _run_goal(ledger: Any, goal: str, run_key: str, plan: dict[str, Any] | None,
                     max_replans=args.max_replans,
                     on_exhausted=args.on_exhausted,
                     approve_plan=args.approve_plan,
+                    tools=args.tools,
+                    mcp=args.mcp,
+                    builtin_tools=args.builtin_tools,
+                    max_steps=args.max_steps,
+                    workspace=str(args.workspace) if args.workspace else None,
                     return_state=True,
                 )
             )
