@@ -124,3 +124,31 @@ class TestPlanAndSynthesisKeys:
     def test_kinds_never_collide(self) -> None:
         keys = {node(), plan_cache_key(**PLAN), synthesis_cache_key(**SYNTH)}
         assert len(keys) == 3
+
+
+class TestToolStepKeys:
+    def test_tool_less_node_keys_are_unchanged_by_the_tools_parameters(self):
+        from planner.cache_keys import node_cache_key
+
+        base = dict(run_key="k", node_id="a", goal="g", description="d", model="m", prompt_version="1", upstream_results={})
+        assert node_cache_key(**base) == node_cache_key(**base, tools=(), max_steps=8)
+        assert node_cache_key(**base) != node_cache_key(**base, tools=("calculator",), max_steps=8)
+        assert node_cache_key(**base, tools=("a", "b"), max_steps=8) == node_cache_key(**base, tools=("b", "a"), max_steps=8)
+
+    def test_a_turn_is_keyed_by_what_it_sends(self):
+        from planner.cache_keys import turn_cache_key
+
+        args = dict(run_key="k", node_id="a", step=2, tools=["calculator"], model="m")
+        one = turn_cache_key(messages=[{"role": "user", "content": "x"}], **args)
+        assert one == turn_cache_key(messages=[{"role": "user", "content": "x"}], **args)
+        assert one != turn_cache_key(messages=[{"role": "user", "content": "y"}], **args)
+        assert "-s2-" in one
+
+    def test_a_call_is_keyed_by_its_place_and_arguments(self):
+        from planner.cache_keys import idempotency_key, tool_call_cache_key
+
+        args = dict(run_key="k", node_id="a", step=1, index=0, tool="send")
+        assert tool_call_cache_key(arguments="{}", **args) != tool_call_cache_key(arguments='{"x":1}', **args)
+        key = idempotency_key(run_key="k", node_id="a", step=1, index=0)
+        assert key == idempotency_key(run_key="k", node_id="a", step=1, index=0)
+        assert key != idempotency_key(run_key="k", node_id="a", step=1, index=1)

@@ -89,3 +89,18 @@ class TestSecret:
         for text in (repr(s.api_key), str(s.api_key), repr(s), str(s), s.model_dump_json()):
             assert "SETTINGSSECRET" not in text, text
         assert s.api_key.get_secret_value() == SECRET  # type: ignore[union-attr]
+
+
+def test_tool_lists_read_from_the_environment(monkeypatch):
+    from planner.settings import PlanflowSettings
+
+    monkeypatch.setenv("PLANFLOW_TOOLS", "my_tools.py, pkg.tools")
+    monkeypatch.setenv("PLANFLOW_MCP", "python a.py --x 1; npx server")
+    monkeypatch.setenv("PLANFLOW_HTTP_ALLOW", "127.0.0.1,example.org:8443")
+    settings = PlanflowSettings()
+    assert settings.tools == ["my_tools.py", "pkg.tools"]
+    assert settings.mcp == ["python a.py --x 1", "npx server"]
+    assert settings.http_allow == ["127.0.0.1", "example.org:8443"]
+    assert settings.max_steps == 8 and settings.builtin_tools is True
+    monkeypatch.setenv("PLANFLOW_MCP", '["python a.py; b"]')
+    assert PlanflowSettings().mcp == ["python a.py; b"]
