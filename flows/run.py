@@ -177,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         goal = normalise_goal(goal_text or "")
         plan = _load_plan(args.plan) if args.plan else None
+        if args.tools:  # a module that cannot load is the user's to fix: say so before Prefect starts
+            from planner.tools import load_tools_from
+
+            load_tools_from(args.tools)
     except UserInputError as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
     run_key = run_key or (fresh_run_key(goal) if args.fresh else default_run_key(goal))
