@@ -268,8 +268,14 @@ async def _make_plan(resources: RunResources, goal: str) -> CompiledPlan:
         max_tasks=min(settings.max_tasks, EMBEDDED_MAX_TASKS) if resources.embedded else settings.max_tasks,
         max_tokens=settings.plan_max_tokens,
         positional_schema=resources.embedded,
+        tools=_catalogue(resources),
     )
     return await make_plan.with_options(**retry_options(settings))(spec)
+
+
+def _catalogue(resources: RunResources) -> tuple[tuple[str, str], ...]:
+    """The run's tools as the planner and replanner see them: (name, one line) each."""
+    return tuple(resources.tools.catalogue()) if resources.tools is not None else ()
 
 
 async def _execute_with_replans(
@@ -322,6 +328,7 @@ async def _execute_with_replans(
             context_chars=settings.context_chars,
             max_tokens=settings.plan_max_tokens,
             hint=hint,
+            tools=_catalogue(resources),
         )
         outcome = await replan(spec)
         version = position.version + 1

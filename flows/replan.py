@@ -42,12 +42,16 @@ class ReplanSpec(BaseModel):
     context_chars: int
     max_tokens: int
     hint: str | None = None
+    tools: tuple[tuple[str, str], ...] = ()
+    """The run's tool catalogue: shown to the replanner; new tasks may name only these."""
     prompt_version: str = PROMPT_VERSION
 
 
 def _replan_key(context: Any, parameters: dict[str, Any]) -> str:
     spec: ReplanSpec = parameters["spec"]
-    return replan_cache_key(run_key=spec.run_key, version=spec.version, spec=spec.model_dump(mode="json"))
+    # Without tools the key is what it was before tools existed.
+    dumped = spec.model_dump(mode="json", exclude=None if spec.tools else {"tools"})
+    return replan_cache_key(run_key=spec.run_key, version=spec.version, spec=dumped)
 
 
 @task(name="replanner", task_run_name="ask the replanner", persist_result=True, cache_key_fn=_replan_key)
@@ -57,9 +61,14 @@ async def ask_replanner(spec: ReplanSpec) -> ReplanOutcome:
     completed = [(t, spec.completed_results[t.id]) for t in plan.tasks if t.id in spec.completed_results]
     remaining = [t for t in plan.tasks if t.id not in spec.completed_results]
     messages = replan_messages(
-        spec.goal, completed, plan.by_id[spec.failed], spec.error, remaining, spec.context_chars, spec.hint
+        spec.goal, completed, plan.by_id[spec.failed], spec.error, remaining, spec.context_chars, spec.hint,
+        spec.tools,
     )
     schema = strict_json_schema(ReplanDecision)
+    if not spec.tools:  # as before tools existed: a task has no "tools" to fill in
+        task_schema = schema["properties"]["tasks"]["items"]
+        task_schema["properties"].pop("tools", None)
+        task_schema["required"] = [name for name in task_schema["required"] if name != "tools"]
 
     async def attempt(msgs: list[dict[str, str]]) -> tuple[str, ReplanOutcome | PlanError]:
         completion = await call_model(
@@ -75,6 +84,7 @@ async def ask_replanner(spec: ReplanSpec) -> ReplanOutcome:
                 decision=decision,
                 version=spec.version,
                 max_new_tasks=spec.max_tasks,
+                known_tools=[name for name, _ in spec.tools],
             )
         except PlanError as exc:
             return answer, exc

@@ -37,6 +37,7 @@ __all__ = [
     "SynthesisSpec",
     "execute_node",
     "make_plan",
+    "planning_schema",
     "retry_options",
     "synthesize_answer",
 ]
@@ -51,6 +52,8 @@ class PlanningSpec(BaseModel):
     max_tasks: int
     max_tokens: int
     positional_schema: bool = False  # small local models: a grammar that admits only DAGs
+    tools: tuple[tuple[str, str], ...] = ()
+    """The run's tool catalogue, (name, one line) each; the planner sees it and tasks may name them."""
     prompt_version: str = PROMPT_VERSION
 
 
@@ -130,25 +133,43 @@ def _plan_key(context: Any, parameters: dict[str, Any]) -> str:
         prompt_version=spec.prompt_version,
         max_tasks=spec.max_tasks,
         schema="positional" if spec.positional_schema else "open",
+        tools=spec.tools,
     )
+
+
+def planning_schema(spec: PlanningSpec) -> dict[str, Any]:
+    """The JSON schema the planner answers in; `tools` is in it only when the run has tools."""
+    if spec.positional_schema:
+        return positional_plan_schema(spec.max_tasks)
+    schema = strict_json_schema(Plan)
+    if not spec.tools:
+        task_schema = schema["properties"]["tasks"]["items"]
+        task_schema["properties"].pop("tools", None)
+        task_schema["required"] = [name for name in task_schema["required"] if name != "tools"]
+    return schema
 
 
 @task(name="plan", task_run_name="plan", persist_result=True, cache_key_fn=_plan_key)
 async def make_plan(spec: PlanningSpec) -> CompiledPlan:
-    """Ask the model for a plan and compile it; on a defect, ask once more with the error."""
-    schema = positional_plan_schema(spec.max_tasks) if spec.positional_schema else strict_json_schema(Plan)
+    """Ask the model for a plan and compile it; on a defect, ask once more with the error.
+
+    Tool names a task gives are checked against the run's catalogue: unknown ones
+    are dropped (a logged repair); without tools, any names are dropped the same way.
+    """
+    schema = planning_schema(spec)
+    known_tools = [name for name, _ in spec.tools]
 
     async def ask(messages: list[dict[str, str]]) -> str:
         completion = await call_model(messages=messages, purpose="plan", max_tokens=spec.max_tokens, json_schema=schema)
         return completion.text
 
-    answer = await ask(planning_messages(spec.goal))
+    answer = await ask(planning_messages(spec.goal, spec.tools))
     try:
-        return compile_plan(answer, max_tasks=spec.max_tasks)
+        return compile_plan(answer, max_tasks=spec.max_tasks, known_tools=known_tools)
     except PlanError as first_error:
-        answer = await ask(planning_retry_messages(spec.goal, answer, str(first_error)))
+        answer = await ask(planning_retry_messages(spec.goal, answer, str(first_error), spec.tools))
         try:
-            return compile_plan(answer, max_tasks=spec.max_tasks)
+            return compile_plan(answer, max_tasks=spec.max_tasks, known_tools=known_tools)
         except PlanError as second_error:
             raise second_error from None
 

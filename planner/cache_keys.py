@@ -95,19 +95,28 @@ def idempotency_key(*, run_key: str, node_id: str, step: int, index: int) -> str
 
 
 def plan_cache_key(
-    *, run_key: str, goal: str, model: str, prompt_version: str, max_tasks: int, schema: str = "open"
+    *,
+    run_key: str,
+    goal: str,
+    model: str,
+    prompt_version: str,
+    max_tasks: int,
+    schema: str = "open",
+    tools: Sequence[Sequence[str]] = (),
 ) -> str:
-    digest = _digest(
-        {
-            "run_key": run_key,
-            "goal": goal,
-            "model": model,
-            "prompt_version": prompt_version,
-            "max_tasks": max_tasks,
-            "schema": schema,
-        }
-    )
-    return f"planflow-plan-{_safe(run_key)}-{digest}"
+    """`tools`: the catalogue the planner is shown, (name, one line) each; it is in the
+    prompt, so it is in the key, but only when there is one (tool-less keys stay as they were)."""
+    payload: dict[str, object] = {
+        "run_key": run_key,
+        "goal": goal,
+        "model": model,
+        "prompt_version": prompt_version,
+        "max_tasks": max_tasks,
+        "schema": schema,
+    }
+    if tools:
+        payload["tools"] = [list(entry) for entry in tools]
+    return f"planflow-plan-{_safe(run_key)}-{_digest(payload)}"
 
 
 def synthesis_cache_key(

@@ -9,13 +9,19 @@ Two modes:
   they are rejected, naming the cycle.
 * strict (a plan a person gave): no repair at all; the first defect raises a
   typed `PlanError` naming it. The limit is only a sanity bound.
+
+A task may name the tools it needs (`tools`). Given the run's tool names
+(`known_tools`), a name that is not one of them is dropped and logged as a
+repair (`dropped_unknown_tool`; in strict mode it is an error): the node is then
+offered the tools that do exist, or all of them. Without `known_tools` names are kept as
+they are (the flow offers a node only the named tools that exist).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +45,7 @@ STRICT_MAX_TASKS = 1000
 _TASK_LIST_KEYS = ("tasks", "plan", "steps", "subtasks")
 _DESCRIPTION_KEYS = ("description", "task", "name", "step", "title", "action", "text")
 _DEPENDS_KEYS = ("depends_on", "dependencies", "deps", "depends", "requires", "after")
-_STRICT_TASK_KEYS = {"id", "description", "depends_on"}
+_STRICT_TASK_KEYS = {"id", "description", "depends_on", "tools"}
 _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
 _MAX_JSON_STARTS = 64  # candidates tried when JSON hides inside prose
 
@@ -107,17 +113,24 @@ def compile_plan(
     *,
     strict: bool = False,
     max_tasks: int = 12,
+    known_tools: Collection[str] | None = None,
 ) -> CompiledPlan:
-    """Turn raw plan text or data into a `CompiledPlan`, or raise a typed `PlanError`."""
-    return _Compilation(strict=strict, max_tasks=STRICT_MAX_TASKS if strict else max_tasks).run(raw)
+    """Turn raw plan text or data into a `CompiledPlan`, or raise a typed `PlanError`.
+
+    `known_tools`: the tool names a task may name (others are dropped, as a repair);
+    None: no check.
+    """
+    limit = STRICT_MAX_TASKS if strict else max_tasks
+    return _Compilation(strict=strict, max_tasks=limit, known_tools=known_tools).run(raw)
 
 
 class _Compilation:
     """One compile: holds the repair log while the passes run."""
 
-    def __init__(self, *, strict: bool, max_tasks: int) -> None:
+    def __init__(self, *, strict: bool, max_tasks: int, known_tools: Collection[str] | None = None) -> None:
         self.strict = strict
         self.max_tasks = max_tasks
+        self.known_tools = None if known_tools is None else frozenset(known_tools)
         self.repairs: list[Repair] = []
         self.taken_ids: set[str] = set()  # every id given or made so far; new ids avoid them
 
@@ -149,7 +162,10 @@ class _Compilation:
         cycle = find_cycle(edges)
         if cycle:
             raise CycleError(cycle)
-        tasks = [Task(id=d["id"], description=d["description"], depends_on=edges[d["id"]]) for d in drafts]
+        tasks = [
+            Task(id=d["id"], description=d["description"], depends_on=edges[d["id"]], tools=self.tools(d))
+            for d in drafts
+        ]
         return CompiledPlan(plan=Plan(tasks=tuple(tasks)), repairs=tuple(self.repairs))
 
     # -- parsing -------------------------------------------------------------
@@ -204,7 +220,7 @@ class _Compilation:
             if unknown:
                 raise PlanParseError(
                     f"task #{position} has unknown field {unknown[0]!r}: a task has only "
-                    "'id', 'description' and 'depends_on'"
+                    "'id', 'description', 'depends_on' and 'tools'"
                 )
         task_id = _coerce_id(item.get("id"))
         if task_id is None:
@@ -222,7 +238,57 @@ class _Compilation:
                 raise PlanParseError(f"task {task_id!r} has no description")
             self.repair("dropped_empty_task", task_id, f"task {task_id!r} had no description")
             return None
-        return {"id": task_id, "description": description.strip(), "depends_on": self.dependencies(task_id, item)}
+        return {
+            "id": task_id,
+            "description": description.strip(),
+            "depends_on": self.dependencies(task_id, item),
+            "tools": self.tool_names(task_id, item.get("tools")),
+        }
+
+    def tool_names(self, task_id: str, value: Any) -> list[str]:
+        """The tool names a task gives, as a list of strings (checked against the run's later)."""
+        if value is None:
+            return []
+        if isinstance(value, str) and not self.strict:
+            self.repair("coerced_tools", task_id, f"tools was {value!r}, not a list")
+            value = [p for p in re.split(r"[,\s]+", value) if p]
+        if not isinstance(value, list):
+            if self.strict:
+                raise PlanParseError(f"tools of task {task_id!r} must be a list of tool names")
+            self.repair("dropped_tools", task_id, f"tools was a {type(value).__name__}, not a list")
+            return []
+        out: list[str] = []
+        for name in value:
+            if not isinstance(name, str) or not name.strip():
+                if self.strict:
+                    raise PlanParseError(f"task {task_id!r} names an invalid tool {name!r}")
+                self.repair("dropped_invalid_tool", task_id, f"tool {name!r} is not a name")
+                continue
+            name = name.strip()
+            if name in out:
+                if self.strict:
+                    raise PlanParseError(f"task {task_id!r} names tool {name!r} twice")
+                self.repair("dropped_duplicate_tool", task_id, f"task {task_id!r} named tool {name!r} twice")
+                continue
+            out.append(name)
+        return out
+
+    def tools(self, draft: Mapping[str, Any]) -> tuple[str, ...]:
+        """The draft's tool names that the run has; each unknown one is a logged repair."""
+        names = draft.get("tools") or []
+        if self.known_tools is None:
+            return tuple(names)
+        kept: list[str] = []
+        for name in names:
+            if name in self.known_tools:
+                kept.append(name)
+            elif self.strict:
+                raise PlanParseError(f"task {draft['id']!r} names unknown tool {name!r}")
+            else:
+                self.repair(
+                    "dropped_unknown_tool", draft["id"], f"task {draft['id']!r} named unknown tool {name!r}"
+                )
+        return tuple(kept)
 
     def dependencies(self, task_id: str, item: Mapping[str, Any]) -> list[str]:
         deps = _first(item, ("depends_on",) if self.strict else _DEPENDS_KEYS)
@@ -265,6 +331,7 @@ class _Compilation:
                 raise DuplicateTaskIdError(draft["id"])
             if _same_text(first["description"], draft["description"]):
                 first["depends_on"] += [d for d in draft["depends_on"] if d not in first["depends_on"]]
+                first["tools"] += [n for n in draft["tools"] if n not in first["tools"]]
                 self.repair("merged_duplicate", draft["id"], f"two tasks {draft['id']!r} said the same; merged")
                 continue
             new_id = self.fresh_id(draft["id"])

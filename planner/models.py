@@ -11,7 +11,7 @@ import copy
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from planner.graph import DependencyGraph
 
@@ -35,6 +35,15 @@ class Task(BaseModel):
         default=(),
         description="Names of the tools this task needs, from the tool list. Empty: it may use any.",
     )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_tools(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A task that names no tools serialises as it did before tools existed, so stored
+        # plans, their JSON and every key derived from them stay the same.
+        data = handler(self)
+        if not data.get("tools"):
+            data.pop("tools", None)
+        return data
 
 
 class Plan(BaseModel):

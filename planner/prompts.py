@@ -22,6 +22,7 @@ __all__ = [
     "planning_retry_messages",
     "replan_messages",
     "synthesis_messages",
+    "tool_catalogue",
     "truncate",
 ]
 
@@ -82,17 +83,38 @@ def _result_block(task_id: str, description: str, output: str, limit: int) -> st
     return f'<result id="{task_id}" task="{desc}">\n{body}\n</result>'
 
 
-def planning_messages(goal: str) -> list[Message]:
+ToolLine = tuple[str, str]
+"""(name, one line) of a tool, as `Toolbox.catalogue()` gives it."""
+
+
+def tool_catalogue(tools: Sequence[ToolLine]) -> str:
+    """The tools a plan's tasks can use, for the planner and replanner; "" when there are none.
+
+    Only runs with tools get it, so prompts of runs without tools stay as they were.
+    """
+    if not tools:
+        return ""
+    lines = [f"- {name}: {' '.join(line.split())[:160] or '(no description)'}" for name, line in tools]
+    return (
+        "\n\nTools the tasks can use:\n" + "\n".join(lines) + "\n"
+        'A task may name the tools it needs in an optional "tools" list of names from this list '
+        '(e.g. "tools": ["' + tools[0][0] + '"]); a task with an empty list may use any of them.'
+    )
+
+
+def planning_messages(goal: str, tools: Sequence[ToolLine] = ()) -> list[Message]:
     return [
-        {"role": "system", "content": PLANNER_SYSTEM},
+        {"role": "system", "content": PLANNER_SYSTEM + tool_catalogue(tools)},
         {"role": "user", "content": f"Goal: {goal}"},
     ]
 
 
-def planning_retry_messages(goal: str, rejected_answer: str, error: str) -> list[Message]:
+def planning_retry_messages(
+    goal: str, rejected_answer: str, error: str, tools: Sequence[ToolLine] = ()
+) -> list[Message]:
     """Ask once more, showing the model its own rejected plan and why."""
     return [
-        *planning_messages(goal),
+        *planning_messages(goal, tools),
         {"role": "assistant", "content": truncate(rejected_answer, 4000)},
         {
             "role": "user",
@@ -109,6 +131,7 @@ def replan_messages(
     remaining: Sequence[Task],
     context_chars: int,
     hint: str | None = None,
+    tools: Sequence[ToolLine] = (),
 ) -> list[Message]:
     """The replanner's view: what is done (with results), what failed and why, what is left."""
     done = "\n".join(_result_block(t.id, t.description, out, context_chars) for t, out in completed) or "(none)"
@@ -124,7 +147,7 @@ def replan_messages(
     if hint:
         parts.append(f"A person reviewing this failure adds: {truncate(hint, 2000)}")
     return [
-        {"role": "system", "content": REPLANNER_SYSTEM},
+        {"role": "system", "content": REPLANNER_SYSTEM + tool_catalogue(tools)},
         {"role": "user", "content": "\n\n".join(parts) + "\n\n## Your decision"},
     ]
 

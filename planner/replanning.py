@@ -17,7 +17,7 @@ The merged plan goes through the same compiler as a first plan.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -91,10 +91,16 @@ def _loose_task(item: Mapping[str, Any]) -> dict[str, Any]:
     deps = item.get("depends_on") or []
     if isinstance(deps, (str, int, float)):
         deps = [deps]
+    tools = item.get("tools") or []
+    if isinstance(tools, str):
+        tools = [tools]
+    if not isinstance(tools, list):
+        tools = []
     return {
         "id": str(item.get("id", "")).strip(),
         "description": str(item.get("description", "")).strip(),
         "depends_on": [str(d) for d in deps if d is not None],
+        "tools": list(dict.fromkeys(t.strip() for t in tools if isinstance(t, str) and t.strip())),
     }
 
 
@@ -106,8 +112,13 @@ def apply_decision(
     decision: ReplanDecision,
     version: int,
     max_new_tasks: int = 12,
+    known_tools: Collection[str] | None = None,
 ) -> ReplanOutcome:
-    """The next plan version: completed tasks kept as they are, remaining work rewritten."""
+    """The next plan version: completed tasks kept as they are, remaining work rewritten.
+
+    Tasks keep the tools they name; with `known_tools`, unknown names are dropped
+    as compiler repairs.
+    """
     if failed not in plan.by_id:
         raise PlanError(f"failed task {failed!r} is not in the plan")
     kept = [t for t in plan.tasks if t.id in completed]
@@ -120,7 +131,9 @@ def apply_decision(
         new_tasks, replaced, repairs = _replan(remaining, completed, decision, version, max_new_tasks)
         unchanged = False
     merged = [t.model_dump(mode="json") for t in kept + new_tasks]
-    compiled = compile_plan({"tasks": merged}, max_tasks=len(kept) + max(max_new_tasks, len(remaining)))
+    compiled = compile_plan(
+        {"tasks": merged}, max_tasks=len(kept) + max(max_new_tasks, len(remaining)), known_tools=known_tools
+    )
     return ReplanOutcome(
         compiled=CompiledPlan(compiled.plan, tuple(repairs) + compiled.repairs),
         action=decision.action,
@@ -147,7 +160,7 @@ def _retry_modified(
         if dep in removed or dep == proposal.id:
             raise ReplanReferenceError(new_id, dep)
     description = proposal.description or old.description
-    replacement = Task(id=new_id, description=description, depends_on=tuple(deps))
+    replacement = Task(id=new_id, description=description, depends_on=tuple(deps), tools=proposal.tools or old.tools)
     unchanged = " ".join(description.split()) == " ".join(old.description.split())
     tasks = [replacement]
     for task in remaining:
@@ -167,7 +180,7 @@ def _skip(plan: Plan, remaining: list[Task], failed: str, decision: ReplanDecisi
         if failed in task.depends_on:
             inherited = [d for d in task.depends_on if d != failed]
             inherited += [d for d in skipped.depends_on if d not in inherited]
-            task = Task(id=task.id, description=task.description + note, depends_on=tuple(inherited))
+            task = task.model_copy(update={"description": task.description + note, "depends_on": tuple(inherited)})
         tasks.append(task)
     return tasks
 
@@ -201,6 +214,6 @@ def _replan(
                 raise ReplanReferenceError(new_id, dep)
             else:
                 deps.append(dep)  # unknown: the compiler drops it and logs the repair
-        tasks.append(Task(id=new_id, description=task.description, depends_on=tuple(deps)))
+        tasks.append(Task(id=new_id, description=task.description, depends_on=tuple(deps), tools=task.tools))
     return tasks, {t.id: None for t in remaining}, repairs
 
