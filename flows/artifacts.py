@@ -96,6 +96,9 @@ class RunArtifacts:
 
     async def results(self, plan: Plan, version: int, answer: str | None, error: str | None = None) -> None:
         rows = []
+        tool_calls: dict[str, int] = {}
+        for call in self.ledger.tool_calls(self.run_key):
+            tool_calls[call.node_id] = tool_calls.get(call.node_id, 0) + 1
         for node in self.ledger.nodes(self.run_key):
             duration = (
                 round((node.finished_at - node.started_at).total_seconds(), 2)
@@ -110,6 +113,7 @@ class RunArtifacts:
                     "attempts": node.attempts,
                     "cached": node.cached,
                     "tokens": node.prompt_tokens + node.completion_tokens,
+                    "tool calls": tool_calls.get(node.node_id, 0),
                     "duration_s": duration,
                 }
             )

@@ -36,6 +36,20 @@ def _status(run: Any, stale_keys: set[str]) -> str:
     return run.status
 
 
+def _tool_call_line(node_id: str, call: dict[str, Any]) -> str:
+    """`t1  step 2  send_notice(team='ops')  ok  cached`: one tool call of `runs show`."""
+    from planner.react import describe_call
+
+    if call["error"] is not None:
+        outcome = "error: " + " ".join(call["error"].split())[:60]
+    elif call["finished_at"] is None:
+        outcome = "did not finish" + ("" if call["idempotent"] else " (may or may not have happened)")
+    else:
+        outcome = "ok"
+    line = f"  {node_id}  step {call['step']}  {describe_call(call['tool'], call['arguments'])}  {outcome}"
+    return line + ("  cached" if call["cached"] else "")
+
+
 def runs_main(argv: list[str], *, run_goal: Callable[..., int]) -> int:
     from flows.run import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, _fail, _open_ledger, _quiet_prefect, _Unavailable
     from planner.report import build_report
@@ -82,15 +96,21 @@ def runs_main(argv: list[str], *, run_goal: Callable[..., int]) -> int:
         for version in report["plan_versions"]:
             console.print(f"plan v{version['version']}: {version['reason']}" + (f" ({version['action']})" if version["action"] else ""))
         table = Table(box=None, header_style="bold")
-        for column in ("id", "status", "tries", "tokens", "result / error"):
+        for column in ("id", "status", "tries", "steps", "tools", "tokens", "result / error"):
             table.add_column(column)
         for task in report["tasks"]:
-            text = task["error"] if task["status"] in ("failed", "skipped") else (task["result"] or "")
+            text = (task["error"] if task["status"] in ("failed", "skipped") else task["result"]) or ""
             table.add_row(
-                task["id"], task["status"], str(task["attempts"]),
+                task["id"], task["status"], str(task["attempts"]), str(task["steps"]), str(len(task["tool_calls"])),
                 str(task["prompt_tokens"] + task["completion_tokens"]), " ".join(str(text).split())[:70],
             )
         console.print(table)
+        if any(task["tool_calls"] for task in report["tasks"]):
+            console.print("\n[bold]tool calls[/]")
+            for task in report["tasks"]:
+                for call in task["tool_calls"]:
+                    # Arguments are the model's text: printed as they are, never as markup.
+                    console.print(_tool_call_line(task["id"], call), markup=False, highlight=False, soft_wrap=True)
         if run.answer:
             console.print(f"\n[bold]answer[/]\n{run.answer}")
         llm = report["llm"]

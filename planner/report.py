@@ -1,17 +1,26 @@
 """The run report (`--report FILE`): built from the ledger alone, so it is the same
-whether the run just finished here, crashed and resumed, or ran on a worker."""
+whether the run just finished here, crashed and resumed, or ran on a worker.
+
+Each task lists its tool calls (`tool_calls`) and its model turns (`steps`). Tool
+call rows are redacted (the API key) when they are written, and results are cut
+to `TOOL_RESULT_CHARS` here, so the report holds no secret the ledger does not.
+"""
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from planner.ledger import Ledger
+from planner.ledger import Ledger, NodeRecord, ToolCallRecord
 
-__all__ = ["REPORT_TASK_STATUSES", "build_report"]
+__all__ = ["REPORT_TASK_STATUSES", "TOOL_RESULT_CHARS", "build_report", "node_steps", "tool_call_entry"]
 
 REPORT_TASK_STATUSES = ("completed", "failed", "skipped", "cached")
+
+TOOL_RESULT_CHARS = 2000
+"""Characters of a tool call's result (and error) kept in the report."""
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -21,6 +30,37 @@ def _iso(value: datetime | None) -> str | None:
 def _report_status(node_status: str) -> str:
     # Nodes that never started when the run ended (pending or interrupted) were skipped.
     return node_status if node_status in REPORT_TASK_STATUSES else "skipped"
+
+
+def _cap(text: str | None, limit: int = TOOL_RESULT_CHARS) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}[... {len(text) - limit} more characters cut]"
+
+
+def tool_call_entry(call: ToolCallRecord) -> dict[str, Any]:
+    """One tool call as the report shows it."""
+    return {
+        "step": call.step,
+        "index": call.call_index,
+        "tool": call.tool,
+        "arguments": call.arguments,
+        "idempotent": call.idempotent,
+        "result": _cap(call.result),
+        "error": _cap(call.error),
+        "started_at": _iso(call.started_at),
+        "finished_at": _iso(call.finished_at),
+        "cached": call.cached,
+    }
+
+
+def node_steps(node: NodeRecord, calls: list[ToolCallRecord]) -> int:
+    """Model turns the node took: a finished node answered in the turn after its last tool
+    call (one turn if it made none); an unfinished one got as far as its last call."""
+    last = max((c.step for c in calls), default=0)
+    if node.status in ("completed", "cached"):
+        return last + 1
+    return last or (1 if node.attempts else 0)
 
 
 def build_report(ledger: Ledger, run_key: str) -> dict[str, Any]:
@@ -38,6 +78,9 @@ def build_report(ledger: Ledger, run_key: str) -> dict[str, Any]:
         }
         for v in ledger.plan_versions(run_key)
     ]
+    calls_by_node: dict[str, list[ToolCallRecord]] = defaultdict(list)
+    for call in ledger.tool_calls(run_key):
+        calls_by_node[call.node_id].append(call)
     tasks = [
         {
             "id": n.node_id,
@@ -53,6 +96,8 @@ def build_report(ledger: Ledger, run_key: str) -> dict[str, Any]:
             "completion_tokens": n.completion_tokens,
             "result": n.result,
             "error": n.error,
+            "steps": node_steps(n, calls_by_node[n.node_id]),
+            "tool_calls": [tool_call_entry(c) for c in calls_by_node[n.node_id]],
         }
         for n in ledger.nodes(run_key)
     ]
