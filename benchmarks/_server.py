@@ -18,6 +18,13 @@ if str(_TESTS_DIR) not in sys.path:
 
 from support.fake_openai import FakeOpenAI, RecordedCall, Reply, words  # noqa: E402,F401  (words: the token count)
 from support.flows import route  # noqa: E402  ('plan', 'node:<id>', 'synthesis', 'replan')
+from support import fake_openai as _fake_openai  # noqa: E402
+
+# TCP_NODELAY on the fake server's sockets, as real API servers set it (uvicorn does). Without
+# it, its two writes per response (headers, then body) meet the client's delayed ACK: ~40 ms
+# of Nagle stall on every call, the same for every executor, which hid the per-hop dispatch
+# cost (benchmarks/dispatch.py) under a constant. Set here, for the benchmarks' process only.
+_fake_openai._Handler.disable_nagle_algorithm = True
 
 __all__ = ["FakeOpenAI", "RecordedCall", "Reply", "call_tokens", "latency_server", "reset_server", "route", "words"]
 

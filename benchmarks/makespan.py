@@ -6,8 +6,12 @@ makespan / (depth x latency) is 1.0 at best. Measured on the model server's
 clock: from the first call's arrival to the last node call's answer (so the
 flow's own set-up before the first call is not counted; the whole executor call
 is reported too, as `wall`). A plan with several sinks also gets a synthesis
-call after its nodes, in all three executors; it is outside the node span and
+call after its nodes, in every executor; it is outside the node span and
 inside `wall`, whose bound is (depth + 1) x latency then.
+
+Beside Planflow and the plain loops, Prefect's floor (`benchmarks.prefect_floor`):
+a minimal flow with one persisted, cache-keyed task per node, sync tasks on the
+thread pool and async tasks on the flow's loop, the same `max_parallel`.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import baselines
+from benchmarks import baselines, prefect_floor
 from benchmarks._server import latency_server, reset_server
 from benchmarks.common import Result, describe, log, pyplot, run_flow, unique_key, warm_prefect
 from benchmarks.data import load_dev, plan_of, plan_stats
 
 MAX_PARALLEL = 16  # above the widest dev DAG (13), so parallelism is bounded by the DAG only
-EXECUTORS = ("planflow", "asyncio", "sequential")
+EXECUTORS = ("planflow", "asyncio", "sequential", "prefect_floor_sync", "prefect_floor_async")
+LABELS = ("Planflow", "asyncio", "sequential", "Prefect floor\nsync", "Prefect floor\nasync")
 
 
 def select(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -66,6 +71,9 @@ def run(out: Path, quick: bool) -> Result:
     server = latency_server(latency)
     try:
         result["prefect_warmup"] = warm_prefect(server.base_url)
+        for floor in (prefect_floor.run_prefect_sync, prefect_floor.run_prefect_async):  # register the floors' flows
+            floor(plan_of(records[0]), "warm up", server.base_url, run_key=unique_key("floor-warm"),
+                  max_parallel=MAX_PARALLEL)
         rows = []
         for i, record in enumerate(records):
             plan = plan_of(record)
@@ -79,6 +87,12 @@ def run(out: Path, quick: bool) -> Result:
                 try:
                     if name == "planflow":
                         run_flow(goal, plan, unique_key("makespan"), MAX_PARALLEL, server.base_url)
+                    elif name == "prefect_floor_sync":
+                        prefect_floor.run_prefect_sync(plan, goal, server.base_url, run_key=unique_key("floor"),
+                                                       max_parallel=MAX_PARALLEL)
+                    elif name == "prefect_floor_async":
+                        prefect_floor.run_prefect_async(plan, goal, server.base_url, run_key=unique_key("floor"),
+                                                        max_parallel=MAX_PARALLEL)
                     else:
                         _baseline(server.base_url, plan, goal, sequential=name == "sequential")
                 except Exception as exc:  # noqa: BLE001 - a failed run is a finding, not the end of the benchmark
@@ -102,7 +116,7 @@ def run(out: Path, quick: bool) -> Result:
         ok = [r for r in rows if all("error" not in r[name] for name in EXECUTORS)]
         summary: dict[str, Any] = {
             "failed_runs": {name: [r["id"] for r in rows if "error" in r[name]] for name in EXECUTORS},
-            "note": "ratios are over the plans all three executors completed",
+            "note": "ratios are over the plans all executors completed",
         }
         for group, members in (("dag", [r for r in ok if r["shape"] == "dag"]),
                                ("chain", [r for r in ok if r["shape"] == "chain"])):
@@ -113,6 +127,9 @@ def run(out: Path, quick: bool) -> Result:
                 }
                 for name in EXECUTORS
             }
+            # per plan, Planflow's node span over the async Prefect floor's
+            summary[group]["planflow_over_floor_async"] = describe(
+                [r["planflow"]["span_s"] / r["prefect_floor_async"]["span_s"] for r in members])
         result["summary"] = summary
     finally:
         server.stop()
@@ -125,14 +142,14 @@ def run(out: Path, quick: bool) -> Result:
 def _plot(result: Result, out: Path, latency: float) -> None:
     plt = pyplot()
     rows = [r for r in result["dags"] if all("error" not in r[name] for name in EXECUTORS)]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
     for ax, shape in zip(axes, ("dag", "chain")):
         members = [r for r in rows if r["shape"] == shape]
         if not members:
             continue
         data = [[r[name]["span_ratio"] for r in members] for name in EXECUTORS]
         ax.boxplot(data, whis=(5, 95), showfliers=True)
-        ax.set_xticks(range(1, len(EXECUTORS) + 1), ["Planflow", "asyncio", "sequential"])
+        ax.set_xticks(range(1, len(EXECUTORS) + 1), LABELS, fontsize=8)
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         ax.set_title(f"{'DAGs, max width >= 3' if shape == 'dag' else 'chains'} (n={len(members)})")
         ax.set_yscale("log")

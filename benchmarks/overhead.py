@@ -12,6 +12,9 @@ Planflow runs twice per repetition: as shipped, and without task-run tags
 (`PLANFLOW_TASK_TAGS=false`): on a SQLite-backed Prefect server a tagged run's
 tag-slot check often meets a 503 and a 2 s client retry (benchmarks/README.md).
 `--prefect-api URL` runs the same against a running server, e.g. on PostgreSQL.
+Beside them, Prefect's floor (`benchmarks.prefect_floor`): a minimal flow with one
+persisted, cache-keyed task per node, sync tasks on the thread pool and async tasks
+on the flow's loop, so the table reads asyncio / Prefect floor / Planflow.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import baselines
+from benchmarks import baselines, prefect_floor
 from benchmarks._instrument import IOCounter, ThreadProfiler
 from benchmarks._server import latency_server, reset_server
 from benchmarks.common import (
@@ -99,13 +102,21 @@ def run(out: Path, quick: bool) -> Result:
         warmup = warm_prefect(server.base_url)
         result["prefect_warmup"] = warmup
         _asyncio_once(server.base_url, layered_dag(10))  # warm the baseline's imports too
+        for floor in (prefect_floor.run_prefect_sync, prefect_floor.run_prefect_async):  # and register the floors' flows
+            floor(layered_dag(4, width=2), GOAL, server.base_url, run_key=unique_key("floor-warm"), max_parallel=4)
         rows = []
         for n in sizes:
             plan = layered_dag(n, width=10, seed=0)
             stats = plan_stats(plan)
-            runs: dict[str, list[dict[str, Any]]] = {"prefect": [], "prefect_untagged": [], "asyncio": []}
+            runs: dict[str, list[dict[str, Any]]] = {"prefect": [], "prefect_untagged": [], "asyncio": [],
+                                                     "floor_sync": [], "floor_async": []}
             for rep in range(reps[n]):
                 runs["asyncio"].append(_measure(server, lambda: _asyncio_once(server.base_url, plan), n))
+                for variant, floor in (("floor_sync", prefect_floor.run_prefect_sync),
+                                       ("floor_async", prefect_floor.run_prefect_async)):
+                    key = unique_key(f"overhead-{variant}-{n}")
+                    runs[variant].append(_measure(
+                        server, lambda: floor(plan, GOAL, server.base_url, run_key=key, max_parallel=MAX_PARALLEL), n))
                 for variant, tags in (("prefect", "true"), ("prefect_untagged", "false")):
                     key = unique_key(f"overhead-{n}")
                     os.environ["PLANFLOW_TASK_TAGS"] = tags  # the default; then without task-run tags
@@ -117,7 +128,8 @@ def run(out: Path, quick: bool) -> Result:
                         os.environ.pop("PLANFLOW_TASK_TAGS", None)
                 log(f"overhead n={n} rep={rep}: prefect {runs['prefect'][-1]['ms_per_node']} ms/node "
                     f"(untagged {runs['prefect_untagged'][-1]['ms_per_node']}), "
-                    f"asyncio {runs['asyncio'][-1]['ms_per_node']} ms/node")
+                    f"asyncio {runs['asyncio'][-1]['ms_per_node']} ms/node, Prefect floor sync "
+                    f"{runs['floor_sync'][-1]['ms_per_node']} / async {runs['floor_async'][-1]['ms_per_node']} ms/node")
             med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
             rows.append({
                 "n_nodes": n,
@@ -132,6 +144,16 @@ def run(out: Path, quick: bool) -> Result:
                 "prefect_cpu_ms_per_node": round(med["prefect"]["cpu_ms_per_node"], 3),
                 "prefect_server_cpu_ms_per_node": round(med["prefect"]["prefect_server_cpu_ms_per_node"], 3),
                 "asyncio_cpu_ms_per_node": round(med["asyncio"]["cpu_ms_per_node"], 3),
+                "floor_sync_ms_per_node": round(med["floor_sync"]["ms_per_node"], 3),
+                "floor_async_ms_per_node": round(med["floor_async"]["ms_per_node"], 3),
+                "floor_sync_ratio": round(med["floor_sync"]["ms_per_node"] / med["asyncio"]["ms_per_node"], 2),
+                "floor_async_ratio": round(med["floor_async"]["ms_per_node"] / med["asyncio"]["ms_per_node"], 2),
+                "over_floor_async": round(med["prefect"]["ms_per_node"] / med["floor_async"]["ms_per_node"], 2),
+                "untagged_over_floor_async": round(
+                    med["prefect_untagged"]["ms_per_node"] / med["floor_async"]["ms_per_node"], 2),
+                "floor_sync_server_cpu_ms_per_node": round(med["floor_sync"]["prefect_server_cpu_ms_per_node"], 3),
+                "floor_async_server_cpu_ms_per_node": round(med["floor_async"]["prefect_server_cpu_ms_per_node"], 3),
+                "floor_async_cpu_ms_per_node": round(med["floor_async"]["cpu_ms_per_node"], 3),
                 "runs": runs,
             })
         result["sizes"] = rows
@@ -142,7 +164,13 @@ def run(out: Path, quick: bool) -> Result:
                                                 "ratio": r["ratio"], "prefect_drained": r["drained_ms_per_node"],
                                                 "prefect_untagged": r["untagged_ms_per_node"],
                                                 "untagged_ratio": r["untagged_ratio"],
-                                                "prefect_untagged_drained": r["untagged_drained_ms_per_node"]}
+                                                "prefect_untagged_drained": r["untagged_drained_ms_per_node"],
+                                                "floor_sync": r["floor_sync_ms_per_node"],
+                                                "floor_async": r["floor_async_ms_per_node"],
+                                                "floor_sync_ratio": r["floor_sync_ratio"],
+                                                "floor_async_ratio": r["floor_async_ratio"],
+                                                "over_floor_async": r["over_floor_async"],
+                                                "untagged_over_floor_async": r["untagged_over_floor_async"]}
                            for r in rows},
             "prefect_first_run_s": warmup["first_run_s"],
             "prefect_one_node_run_s": warmup["second_run_s"],
@@ -175,12 +203,15 @@ def _plot(result: Result, out: Path) -> None:
     labels = [str(r["n_nodes"]) for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    w = 0.27
     bars = (("prefect_ms_per_node", "Planflow (Prefect flow, default)", "ratio"),
             ("untagged_ms_per_node", "Planflow, PLANFLOW_TASK_TAGS=false", "untagged_ratio"),
+            ("floor_sync_ms_per_node", "Prefect floor, sync tasks", "floor_sync_ratio"),
+            ("floor_async_ms_per_node", "Prefect floor, async tasks", "floor_async_ratio"),
             ("asyncio_ms_per_node", "plain asyncio", None))
+    bars = tuple(b for b in bars if all(b[0] in r for r in rows))  # older result files have no floor
+    w = 0.8 / len(bars)
     for k, (field, label, ratio) in enumerate(bars):
-        xs = [i + (k - 1) * w for i in x]
+        xs = [i + (k - (len(bars) - 1) / 2) * w for i in x]
         ax.bar(xs, [r[field] for r in rows], w, label=label)
         for xi, r in zip(xs, rows):
             if ratio:
@@ -189,8 +220,8 @@ def _plot(result: Result, out: Path) -> None:
     ax.set_xticks(list(x), labels)
     ax.set_xlabel("DAG size (nodes; layered, width 10)")
     ax.set_ylabel("wall ms per node (log)")
-    ax.set_title(f"Orchestration overhead, zero model latency, max_parallel={MAX_PARALLEL}")
-    ax.legend()
+    ax.set_title(f"Orchestration overhead, zero model latency, max_parallel={MAX_PARALLEL} (x = / asyncio)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "overhead.png", dpi=110)
     plt.close(fig)

@@ -37,7 +37,11 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
                           f"({size['prefect_cpu_ms_per_node']:.0f} ms CPU + {size['prefect_server_cpu_ms_per_node']:.0f} ms "
                           f"Prefect-server CPU){untagged}",
                           f"{f['asyncio']:.1f} ms/node (asyncio); **{f['ratio']}x**"
-                          + (f" (untagged {f['untagged_ratio']}x)" if "untagged_ratio" in f else "")))
+                          + (f" (untagged {f['untagged_ratio']}x)" if "untagged_ratio" in f else "")
+                          + (f"; Prefect floor sync {f['floor_sync']:.0f} ms/node ({f['floor_sync_ratio']}x), "
+                             f"async {f['floor_async']:.0f} ms/node ({f['floor_async_ratio']}x); Planflow / async "
+                             f"floor **{f['over_floor_async']}x** (untagged {f['untagged_over_floor_async']}x)"
+                             if "floor_async" in f else "")))
         w = d["prefect_warmup"]
         home = "a fresh PREFECT_HOME" if w.get("fresh_prefect_home", True) else "a migrated PREFECT_HOME"
         table.append((f"Prefect first run on {home} (excluded above)", f"{w['first_run_s']:.0f} s",
@@ -57,14 +61,38 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
         for shape in ("dag", "chain"):
             if shape not in s:
                 continue
-            f = {k: s[shape][k]["span_ratio"] for k in ("planflow", "asyncio", "sequential")}
+            f = {k: v["span_ratio"] for k, v in s[shape].items() if isinstance(v, dict) and "span_ratio" in v}
+            floors = "".join(f"; Prefect floor {kind} {f[k]['median']:.2f} / {f[k]['p95']:.2f}"
+                             for kind, k in (("sync", "prefect_floor_sync"), ("async", "prefect_floor_async"))
+                             if k in f)
+            if "planflow_over_floor_async" in s[shape]:
+                r = s[shape]["planflow_over_floor_async"]
+                floors += f"; Planflow / async floor per plan {r['median']:.2f} / {r['p95']:.2f}"
             table.append((f"Makespan / (critical path x {lat} ms), {shape}s (n={f['planflow']['n']}), median / p95",
                           f"{f['planflow']['median']:.2f} / {f['planflow']['p95']:.2f}",
                           f"asyncio {f['asyncio']['median']:.2f} / {f['asyncio']['p95']:.2f}; sequential "
-                          f"{f['sequential']['median']:.2f} / {f['sequential']['p95']:.2f}"))
+                          f"{f['sequential']['median']:.2f} / {f['sequential']['p95']:.2f}{floors}"))
         failed = s.get("failed_runs", {}).get("planflow", [])
         if failed:
             table.append(("Makespan sample runs Planflow failed", f"{len(failed)} of {len(d['dags'])}", ", ".join(failed[:4])))
+    if d := _load(out, "dispatch"):
+        s, p = d["summary"], d["params"]
+        h, c = s["hop_ms"], p["chain"]
+        table.append((f"Per-hop dispatch, {c['n_nodes']}-node chain at {int(c['latency_s'] * 1000)} ms: dependency's "
+                      f"call end to dependent's call start, p50 / p95 ({d['params']['rounds']} rounds)",
+                      f"{h['planflow']['p50']:.1f} / {h['planflow']['p95']:.1f} ms "
+                      f"(**+{s['hop_p95_over_asyncio_ms']['planflow']:.0f} ms** at p95 vs asyncio)",
+                      f"asyncio {h['asyncio']['p50']:.1f} / {h['asyncio']['p95']:.1f} ms; Prefect floor async "
+                      f"{h['prefect_floor_async']['p50']:.1f} / {h['prefect_floor_async']['p95']:.1f}, sync "
+                      f"{h['prefect_floor_sync']['p50']:.1f} / {h['prefect_floor_sync']['p95']:.1f} ms"))
+        m, q = s["stress_makespan_s"], p["stress"]
+        table.append((f"Stress makespan, {q['n_nodes']}-node DAG at {int(q['latency_s'] * 1000)} ms, max_parallel "
+                      f"{q['max_parallel']} (median of {d['params']['rounds']})",
+                      f"{m['planflow']:.2f} s: **{s['stress_over_floor_async']['planflow']}x** the async Prefect "
+                      f"floor, {s['stress_over_asyncio']['planflow']}x asyncio",
+                      f"asyncio {m['asyncio']:.2f} s; Prefect floor async {m['prefect_floor_async']:.2f} s "
+                      f"({s['stress_over_asyncio']['prefect_floor_async']}x), sync {m['prefect_floor_sync']:.2f} s "
+                      f"({s['stress_over_asyncio']['prefect_floor_sync']}x)"))
     if d := _load(out, "resume"):
         s = d["summary"]
         table.append((f"Resume after SIGKILL ({s['trials']} trials): duplicate calls of finished nodes",

@@ -19,7 +19,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("context_tokens", "overhead", "makespan", "resume", "startup", "plan_quality")
+NAMES = ("context_tokens", "overhead", "makespan", "dispatch", "resume", "startup", "plan_quality")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,8 @@ def test_overhead(quick_results):
     per_size = data["summary"]["ms_per_node"]
     assert set(per_size) == {"20"}
     for figures in per_size.values():
-        for figure in ("prefect", "prefect_drained", "prefect_untagged", "asyncio", "ratio", "untagged_ratio"):
+        for figure in ("prefect", "prefect_drained", "prefect_untagged", "asyncio", "ratio", "untagged_ratio",
+                       "floor_sync", "floor_async", "floor_sync_ratio", "floor_async_ratio", "over_floor_async"):
             assert _positive(figures[figure]), (figure, figures)
         assert figures["prefect_drained"] >= figures["prefect"]
     assert _positive(data["summary"]["prefect_first_run_s"])
@@ -77,11 +78,27 @@ def test_overhead(quick_results):
 def test_makespan(quick_results):
     summary = quick_results["makespan"]["summary"]
     for shape in ("dag", "chain"):
-        for executor in ("planflow", "asyncio", "sequential"):
+        for executor in ("planflow", "asyncio", "sequential", "prefect_floor_sync", "prefect_floor_async"):
             ratio = summary[shape][executor]["span_ratio"]
             assert ratio["n"] >= 1
             assert 0.9 <= ratio["median"] <= ratio["p95"] + 1e-9  # nothing beats the critical path
     assert summary["dag"]["sequential"]["span_ratio"]["median"] >= summary["dag"]["asyncio"]["span_ratio"]["median"]
+
+
+def test_dispatch(quick_results):
+    data = quick_results["dispatch"]
+    summary, n = data["summary"], data["params"]["chain"]["n_nodes"]
+    executors = ("asyncio", "prefect_floor_sync", "prefect_floor_async", "planflow")
+    for executor in executors:
+        hops = summary["hop_ms"][executor]
+        assert hops["n"] == n - 1
+        assert 0 < hops["p50"] <= hops["p95"] + 1e-9  # a dependent cannot start before its dependency ends
+        assert _positive(summary["stress_makespan_s"][executor])
+    latency = data["params"]["stress"]["latency_s"]
+    depth = data["stress_dag"]["depth"]
+    for executor in executors:  # nothing beats the critical path
+        assert summary["stress_makespan_s"][executor] >= 0.9 * depth * latency
+    assert set(summary["targets"]) == {"stress_planflow_over_floor_async_le_1.1", "hop_p95_within_20ms_of_asyncio"}
 
 
 def test_resume(quick_results):
