@@ -34,10 +34,10 @@ def by_name(config) -> dict:
     return {d["name"]: d for d in config["deployments"]}
 
 
-def test_two_deployments_of_the_flow_on_the_process_pool(config, by_name) -> None:
+def test_the_deployments_of_the_flow_on_the_process_pool(config, by_name) -> None:
     from flows.plan_and_execute import plan_and_execute
 
-    assert set(by_name) == {"daily-brief", "on-goal-submitted"}
+    assert set(by_name) == {"daily-brief", "on-goal-submitted", "tools-demo"}
     params = set(inspect.signature(plan_and_execute.fn).parameters)
     for deployment in by_name.values():
         path, func = deployment["entrypoint"].split(":")
@@ -51,6 +51,14 @@ def test_two_deployments_of_the_flow_on_the_process_pool(config, by_name) -> Non
     ]
     (step,) = config["build"]
     assert step["prefect.deployments.steps.run_shell_script"] == {"id": "project", "script": "pwd", "stream_output": False}
+
+
+def test_the_tools_demo_passes_tools_and_an_mcp_server(by_name) -> None:
+    params = by_name["tools-demo"]["parameters"]
+    assert params["tools"] == ["examples/tools_demo.py"] and (REPO_ROOT / params["tools"][0]).is_file()
+    (server,) = params["mcp"]
+    assert server.split()[0] == "python" and (REPO_ROOT / server.split()[1]).is_file()
+    assert params["goal"].strip() and params["max_steps"] >= 1
 
 
 def test_the_schedule_is_a_daily_cron(by_name) -> None:
