@@ -133,13 +133,25 @@ def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def positional_plan_schema(max_tasks: int, *, description_chars: int = 200) -> dict[str, Any]:
-    """A plan schema that only admits DAGs: task i is `t<i>` and may depend only on t1..t<i-1>.
+    """A plan schema that only admits DAGs of 1..`max_tasks` tasks: task i is `t<i>` and may
+    depend only on t1..t<i-1>.
 
     For small local models (the embedded SmolLM2), whose free-form plans often
-    hold cycles and invented ids: the grammar makes those unwritable. It uses
-    `prefixItems`, which llama.cpp's grammar compiler supports but OpenAI's
-    strict mode does not, so hosted models get `strict_json_schema(Plan)`.
+    hold cycles and invented ids: the grammar makes those unwritable.
+
+    Why `anyOf` one tuple per length, not one `prefixItems` list with `minItems`:
+    llama.cpp's chat endpoint compiles the schema to a GBNF grammar, and its
+    converter turns a `prefixItems` list into a fixed tuple, ignoring
+    `minItems`/`maxItems`, so the model could never close the array before
+    `max_tasks` (every plan had exactly 7 tasks). One alternative per length lets
+    it stop after any task; each task's schema is a shared `$defs` entry, so the
+    grammar grows by one rule reference per position, not by copies. (An
+    `"items": false` would be the JSON Schema way to close a tuple, but the chat
+    endpoint refuses it: "schema must be an object".) OpenAI's
+    strict mode rejects `prefixItems`: hosted models get `strict_json_schema(Plan)`.
     """
+    if max_tasks < 1:
+        raise ValueError(f"max_tasks must be at least 1, got {max_tasks}")
 
     def task_schema(position: int) -> dict[str, Any]:
         earlier = [f"t{j}" for j in range(1, position)]
@@ -152,7 +164,7 @@ def positional_plan_schema(max_tasks: int, *, description_chars: int = 200) -> d
             "required": ["id", "description", "depends_on"],
             "properties": {
                 "id": {"type": "string", "const": f"t{position}"},
-                "description": {"type": "string", "maxLength": description_chars},
+                "description": {"type": "string", "minLength": 1, "maxLength": description_chars},
                 "depends_on": deps,
             },
         }
@@ -161,12 +173,20 @@ def positional_plan_schema(max_tasks: int, *, description_chars: int = 200) -> d
         "type": "object",
         "additionalProperties": False,
         "required": ["tasks"],
+        "$defs": {f"t{i}": task_schema(i) for i in range(1, max_tasks + 1)},
         "properties": {
             "tasks": {
-                "type": "array",
-                "prefixItems": [task_schema(i) for i in range(1, max_tasks + 1)],
-                "minItems": 1,
-                "maxItems": max_tasks,
+                "anyOf": [
+                    {
+                        "type": "array",
+                        "prefixItems": [{"$ref": f"#/$defs/t{j}"} for j in range(1, n + 1)],
+                        # Ignored by the GBNF converter (a tuple is exact there); for JSON
+                        # Schema validators, which would admit extra items without them.
+                        "minItems": n,
+                        "maxItems": n,
+                    }
+                    for n in range(1, max_tasks + 1)
+                ]
             }
         },
     }
