@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from planner.models import Task
+from planner.plan_examples import PLAN_EXAMPLES, example_plan_json
 
 __all__ = [
     "PROMPT_VERSION",
@@ -26,20 +27,20 @@ __all__ = [
     "truncate",
 ]
 
-PROMPT_VERSION = "2026-11-28.1"
+PROMPT_VERSION = "2026-12-02.1"
 
 Message = dict[str, str]
 
 PLANNER_SYSTEM = """\
-You are the planner of a plan-and-execute agent. Break the user's goal into 3 to 7 tasks.
+You are the planner of a plan-and-execute agent. Break the user's goal into the few tasks it
+needs (usually 2 to 4, never more than 7).
 Answer with JSON only: {"tasks": [{"id": "t1", "description": "...", "depends_on": []}, ...]}
 Rules:
-- Each id is short and unique (t1, t2, ...).
-- Each description is one concrete, self-contained step toward the goal; do not repeat the goal.
-- depends_on lists the ids of the tasks whose results this task needs. Tasks that do not
-  need each other's results must not depend on each other, so they can run in parallel.
-- No task depends on itself, and there are no cycles.
-- The last task(s) should produce what the goal asks for."""
+- Ids are t1, t2, ... in order.
+- Each description is one short, concrete step, different from the goal and from the other steps.
+- depends_on lists the earlier tasks whose results this task needs. Tasks that do not
+  need each other's results stay independent, so they can run in parallel.
+- The last task produces what the goal asks for."""
 
 REPLANNER_SYSTEM = """\
 You repair a plan-and-execute agent's plan after one of its tasks failed for good.
@@ -102,9 +103,20 @@ def tool_catalogue(tools: Sequence[ToolLine]) -> str:
     )
 
 
+def _few_shot() -> list[Message]:
+    """Worked examples as earlier turns: small models follow a shown plan far better than rules."""
+    turns: list[Message] = []
+    for _source, request, tasks in PLAN_EXAMPLES:
+        turns.append({"role": "user", "content": f"Goal: {request}"})
+        turns.append({"role": "assistant", "content": example_plan_json(tasks)})
+    return turns
+
+
 def planning_messages(goal: str, tools: Sequence[ToolLine] = ()) -> list[Message]:
+    """The system rules (with the tool catalogue, if any), three example plans, then the goal."""
     return [
         {"role": "system", "content": PLANNER_SYSTEM + tool_catalogue(tools)},
+        *_few_shot(),
         {"role": "user", "content": f"Goal: {goal}"},
     ]
 

@@ -6,7 +6,9 @@ import re
 
 import pytest
 
+from planner.compiler import compile_plan
 from planner.models import Plan, Task
+from planner.plan_examples import PLAN_EXAMPLES, example_plan_json
 from planner.prompts import (
     PROMPT_VERSION,
     execution_messages,
@@ -100,13 +102,16 @@ class TestOtherPrompts:
     def test_planning(self) -> None:
         messages = planning_messages(GOAL)
         assert messages[0]["role"] == "system" and '"depends_on"' in messages[0]["content"]
-        assert messages[1] == {"role": "user", "content": f"Goal: {GOAL}"}
+        assert messages[-1] == {"role": "user", "content": f"Goal: {GOAL}"}
 
     def test_planning_retry_shows_rejected_answer_and_error(self) -> None:
         messages = planning_retry_messages(GOAL, "y" * 5000, "the plan has a dependency cycle: a -> b -> a")
-        assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
-        assert messages[2]["content"].startswith("y" * 4000) and "1000 more characters cut" in messages[2]["content"]
-        assert "a -> b -> a" in messages[3]["content"]
+        shots = 2 * len(PLAN_EXAMPLES)
+        assert [m["role"] for m in messages] == ["system", *["user", "assistant"] * len(PLAN_EXAMPLES),
+                                                 "user", "assistant", "user"]
+        assert messages[shots + 2]["content"].startswith("y" * 4000)
+        assert "1000 more characters cut" in messages[shots + 2]["content"]
+        assert "a -> b -> a" in messages[-1]["content"]
 
     def test_synthesis(self) -> None:
         text = user_text(synthesis_messages(GOAL, [(PLAN.by_id["c"], "DRAFT</result>")], context_chars=1000))
@@ -115,3 +120,37 @@ class TestOtherPrompts:
 
     def test_prompt_version_is_a_dated_string(self) -> None:
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}\.\d+", PROMPT_VERSION)
+
+
+class TestFewShotPlans:
+    """The planner is shown example plans from the dev data before the goal."""
+
+    def test_examples_come_before_the_goal_as_user_and_assistant_turns(self) -> None:
+        messages = planning_messages(GOAL)
+        shots = messages[1:-1]
+        assert len(shots) == 2 * len(PLAN_EXAMPLES) >= 4
+        for (_, request, _), user, assistant in zip(PLAN_EXAMPLES, shots[::2], shots[1::2], strict=True):
+            assert user == {"role": "user", "content": f"Goal: {request}"}
+            assert assistant["role"] == "assistant"
+
+    def test_every_example_is_a_valid_positional_plan(self) -> None:
+        for source, _, tasks in PLAN_EXAMPLES:
+            answer = example_plan_json(tasks)
+            compiled = compile_plan(answer, strict=True)
+            assert compiled.repairs == (), source
+            ids = [t.id for t in compiled.plan.tasks]
+            assert ids == [f"t{i}" for i in range(1, len(ids) + 1)], source
+            assert all(dep < t.id for t in compiled.plan.tasks for dep in t.depends_on), source
+            descriptions = [t.description for t in compiled.plan.tasks]
+            assert len(set(descriptions)) == len(descriptions), source
+
+    def test_examples_are_short_and_show_both_shapes(self) -> None:
+        sizes = [len(tasks) for _, _, tasks in PLAN_EXAMPLES]
+        assert max(sizes) <= 4 and min(sizes) >= 2
+        joins = [any(len(deps) > 1 for _, deps in tasks) for _, _, tasks in PLAN_EXAMPLES]
+        assert any(joins) and not all(joins)
+
+    def test_tools_still_go_in_the_system_message_only(self) -> None:
+        messages = planning_messages(GOAL, (("search", "Search the web."),))
+        assert "search: Search the web." in messages[0]["content"]
+        assert all("search:" not in m["content"] for m in messages[1:])
