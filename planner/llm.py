@@ -208,6 +208,7 @@ class LLMClient:
         json_schema: dict[str, Any] | None = None,
         schema_name: str = "plan",
         tools: list[dict[str, Any]] | None = None,
+        extra_body: dict[str, Any] | None = None,
     ) -> Completion:
         """One chat completion; with `json_schema`, strict structured output is requested.
 
@@ -223,6 +224,8 @@ class LLMClient:
             }
         if max_tokens is not None:
             kwargs["max_tokens"] = max_tokens
+        if extra_body:  # server-specific fields, e.g. llama.cpp's sampling knobs or `stop`
+            kwargs["extra_body"] = extra_body
         started = time.monotonic()
         try:
             response = await self._client.chat.completions.create(
