@@ -16,6 +16,8 @@ import asyncio
 from typing import Any
 
 from prefect import task
+from prefect.context import TaskRunContext
+from prefect.transactions import CommitMode, atransaction
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel, ConfigDict
 
@@ -79,6 +81,10 @@ def _turn_name(parameters: dict[str, Any]) -> str:
 @task(name="model turn", task_run_name=_turn_name, persist_result=True, cache_key_fn=_turn_key)
 async def model_turn(spec: TurnSpec) -> Completion:
     """One turn of a node's conversation: the model answers or asks for tool calls."""
+    context = TaskRunContext.get()
+    if context is not None and context.task_run.run_count > 1:  # a retry is another try of the node
+        resources = current_resources()
+        await resources.write(resources.ledger.node_attempt_started, spec.run_key, spec.node_id)
     return await call_model(
         messages=spec.messages, purpose="node", node_id=spec.node_id, max_tokens=spec.max_tokens, tools=spec.tools
     )
@@ -200,9 +206,13 @@ async def run_node_with_tools(spec: NodeSpec, messages: list[dict[str, Any]]) ->
     if resources.tools is None:
         raise RuntimeError(f"task {spec.task.id} was given tools but the run opened none")
     tools = [resources.tools[name] for name in spec.tools if name in resources.tools]
-    outcome = await run_tool_loop(
-        messages, _DurableSteps(resources, spec, tools), node_id=spec.task.id, max_steps=spec.max_steps
-    )
+    # Nested tasks inherit the node task's transaction, which is LAZY: their results would
+    # be written only when the node succeeds, so a node that fails or is killed at step 5
+    # would keep none of steps 1-4. EAGER: each turn and call is persisted as it ends.
+    async with atransaction(commit_mode=CommitMode.EAGER):
+        outcome = await run_tool_loop(
+            messages, _DurableSteps(resources, spec, tools), node_id=spec.task.id, max_steps=spec.max_steps
+        )
     output = truncate(outcome.text, spec.result_chars)
     return NodeOutcome(
         node_id=spec.task.id,

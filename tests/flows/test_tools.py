@@ -496,3 +496,20 @@ class TestToolSetup:
         assert isinstance(error, ToolSetupError), repr(error)
         assert "nowhere.py" in str(error) and "no such file" in str(error)
         assert not os.path.exists(missing)
+
+
+class TestRerunAfterAFailedNode:
+    def test_turns_and_calls_done_before_the_failure_are_replayed(self, fake_llm, run_key, ledger, tmp_path):
+        path, log = tool_module(tmp_path, PING)
+        fake_llm.script("plan", ONE_NODE)
+        fake_llm.script("node:a", calls(ToolCall("ping", {"n": 1}, id="p1")), Reply(status=400, error_message="no"))
+        state, error = run_flow("ping then fail", run_key=run_key, tools=[path], replan_on_failure=False)
+        assert isinstance(error, RunFailedError), error
+        fake_llm.reset()
+        fake_llm.set_default(lambda body: "pinged")
+        state, result = run_flow("ping then fail", run_key=run_key, tools=[path], replan_on_failure=False)
+        assert state.is_completed(), result
+        assert logged(log) == [{"n": 1}], "a completed tool call ran again"
+        turns = fake_llm.calls_for("node:a")
+        assert [len(tool_messages(t.body)) for t in turns] == [1], "the first turn was paid again"
+        assert ledger.tool_calls(run_key, "a")[0].cached
