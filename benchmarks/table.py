@@ -105,6 +105,22 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
         table.append(("Resume: wall time of the resuming CLI (median / p95)",
                       f"{s['resume_wall_s']['median']:.1f} s / {s['resume_wall_s']['p95']:.1f} s",
                       f"to its first model call: {s['resume_to_first_llm_call_s']['median']:.1f} s"))
+    if d := _load(out, "tools"):
+        c, r = d["summary"]["cost"], d["summary"]["resume"]
+        table.append((f"Tool call as a durable task ({c['calls_per_run']} calls over {c['calls_per_run']} steps, "
+                      "0 ms latency), median",
+                      f"{c['durable_call_ms']['median']:.1f} ms/call; model turn {c['durable_turn_ms']['median']:.1f} ms",
+                      f"plain function call {c['plain_call_ms'] * 1000:.1f} us (**{c['call_ratio']}x**), through "
+                      f"`Tool.invoke` {c['plain_invoke_ms']:.2f} ms ({c['call_ratio_vs_invoke']}x); the same loop "
+                      f"not durable: {c['plain_loop_call_ms']['median']:.2f} ms/call, "
+                      f"{c['plain_loop_turn_ms']['median']:.1f} ms/turn ({c['turn_ratio']}x)"))
+        table.append((f"Resume with tools after SIGKILL ({r['trials']} trials, {r['calls_per_run']} calls each): "
+                      "side effects repeated",
+                      f"**{r['side_effects_repeated_total']}**",
+                      f"resumes completed {r['resumes_completed']}/{r['trials']}, failed naming a call cut by the kill "
+                      f"{r['resumes_failed_naming_an_unfinished_call']}; tool calls done before kill median "
+                      f"{r['tool_calls_finished_before_kill']['median']:.0f}; model turns asked again "
+                      f"{r['turns_asked_again_total']}"))
     if d := _load(out, "context_tokens"):
         s = d["summary"]
         table.append((f"Prompt tokens, naive / dependencies-only ({s['all']['plans']} plans >= 3 tasks)",
