@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from flows.runtime import RunResources, current_resources
 from flows.tasks import NodeSpec, call_model, retry_options
 from planner.cache_keys import idempotency_key, tool_call_cache_key, turn_cache_key
-from planner.errors import ToolOutcomeUnknownError
+from planner.errors import PermanentLLMError, ToolOutcomeUnknownError, TransientLLMError
 from planner.llm import Completion, ToolCallRequest, redact
 from planner.models import NodeOutcome
 from planner.prompts import truncate
@@ -180,7 +180,11 @@ class _DurableSteps:
             model=self.spec.model,
             max_tokens=self.spec.max_tokens,
         )
-        return await self.turn_task(quote(spec))
+        try:
+            return await self.turn_task(quote(spec))
+        except TransientLLMError as exc:
+            # The turn has had its retries; the node retrying too would square them.
+            raise PermanentLLMError(str(exc)) from None
 
     async def call(self, step: int, index: int, request: ToolCallRequest) -> Observation:
         spec = CallSpec(
