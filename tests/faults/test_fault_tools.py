@@ -38,7 +38,7 @@ from planner.cache_keys import idempotency_key
 pytestmark = pytest.mark.slow
 
 TOOLS = Path(__file__).resolve().parents[1] / "support" / "tool_modules" / "fault_tools.py"
-LONG = 60.0  # a reply held this long is "in flight" until the kill
+LONG = 90.0  # a reply held this long is "in flight" until the kill
 KILL_DEADLINE = 150.0
 RESUME_TIMEOUT = 180.0
 _GOAL = re.compile(r"^Goal: (.*)$", re.MULTILINE)
