@@ -79,7 +79,9 @@ class TestExecution:
         fmt = call.body["response_format"]
         assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
         task_schema = fmt["json_schema"]["schema"]["properties"]["tasks"]["items"]
-        assert task_schema["required"] == ["id", "description", "depends_on"]
+        # The run offers the built-in tools, so a task may name the ones it needs.
+        assert task_schema["required"] == ["id", "description", "depends_on", "tools"]
+        assert "calculator" in call.body["messages"][-1]["content"] + call.body["messages"][0]["content"]
 
 
 class TestRetries:
