@@ -15,6 +15,7 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict
 
 from flows.runtime import current_resources
+from planner.answers import clean_answer
 from planner.cache_keys import node_cache_key, plan_cache_key, synthesis_cache_key
 from planner.compiler import CompiledPlan, compile_plan
 from planner.errors import PlanError, TransientLLMError
@@ -221,14 +222,23 @@ async def execute_node(spec: NodeSpec, upstream: dict[str, NodeOutcome]) -> Node
 
         return await run_node_with_tools(spec, messages)
     completion = await call_model(messages=messages, purpose="node", node_id=spec.task.id, max_tokens=spec.max_tokens)
-    output = truncate(completion.text, spec.result_chars)
+    text = _cleaned(completion.text, spec.goal)
+    output = truncate(text, spec.result_chars)
     return NodeOutcome(
         node_id=spec.task.id,
         output=output,
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
-        truncated=output != completion.text,
+        truncated=output != text,
     )
+
+
+def _cleaned(text: str, goal: str) -> str:
+    """The small embedded model leaks prompt scaffolding ("</result>", "The final answer is:");
+    larger models' text is kept as written. Never empty: if nothing is left, the raw text."""
+    if not current_resources().embedded:
+        return text
+    return clean_answer(text, goal=goal) or text
 
 
 # -- synthesis -----------------------------------------------------------------
@@ -252,5 +262,5 @@ async def synthesize_answer(spec: SynthesisSpec, sink_outcomes: dict[str, NodeOu
     messages = synthesis_messages(
         spec.goal, [(t, sink_outcomes[t.id].output) for t in spec.sinks], spec.context_chars
     )
-    answer = (await call_model(messages=messages, purpose="synthesis", max_tokens=spec.max_tokens)).text
+    answer = _cleaned((await call_model(messages=messages, purpose="synthesis", max_tokens=spec.max_tokens)).text, spec.goal)
     return truncate(answer, spec.result_chars)
