@@ -42,11 +42,12 @@ _GOAL = re.compile(r"^Goal: (.*)$", re.MULTILINE)
 
 def goal_of(body: dict) -> str:
     """The goal a request belongs to (every Planflow prompt starts its user turn with 'Goal: ')."""
-    for message in body.get("messages") or []:
+    # The last match: the planning prompt's few-shot examples carry "Goal: " lines of their own.
+    for message in reversed(body.get("messages") or []):
         if message.get("role") == "user":
-            match = _GOAL.search(message.get("content") or "")
-            if match:
-                return match.group(1)
+            matches = _GOAL.findall(message.get("content") or "")
+            if matches:
+                return matches[-1]
     return ""
 
 
