@@ -122,6 +122,25 @@ def test_schema_with_defs_and_ref_is_honoured(server: EmbeddedModelServer) -> No
     _assert_plan(response.choices[0].message.content or "")
 
 
+def test_positional_schema_lets_the_model_end_its_plan_early(server: EmbeddedModelServer) -> None:
+    """Through the chat endpoint (GBNF), a 1-task plan stays 1 task: the grammar can close early.
+
+    With one `prefixItems` list, llama.cpp compiled a fixed 7-tuple and every plan had 7 tasks.
+    """
+    from planner.models import positional_plan_schema
+
+    one = '{"tasks": [{"id": "t1", "description": "Book a flight to Lisbon.", "depends_on": []}]}'
+    client = openai.OpenAI(base_url=server.base_url, api_key="embedded", max_retries=0)
+    response = client.chat.completions.create(
+        model=server.model, temperature=0, max_tokens=200,
+        messages=[{"role": "user", "content": "Copy this JSON exactly, nothing else:\n" + one}],
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "plan", "strict": True, "schema": positional_plan_schema(7)}},
+    )
+    tasks = json.loads(response.choices[0].message.content or "")["tasks"]
+    assert [t["id"] for t in tasks] == ["t1"], tasks
+
+
 def test_stop_frees_port_and_is_idempotent() -> None:
     srv = EmbeddedModelServer(EmbeddedServerConfig(parallel=1, ctx_size=1024)).start()
     port, pid = srv.port, srv.pid
