@@ -13,6 +13,7 @@ ours durable: no Prefect, no persisted results, no ledger.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
@@ -20,7 +21,7 @@ import openai
 from planner.models import Plan
 from planner.prompts import execution_messages, synthesis_messages
 
-__all__ = ["make_client", "run_asyncio", "run_sequential"]
+__all__ = ["make_client", "run_asyncio", "run_asyncio_blocking", "run_dag", "run_sequential", "synthesis_request"]
 
 CONTEXT_CHARS = 4000  # PlanflowSettings().context_chars default
 MAX_TOKENS = 512  # PlanflowSettings().node_max_tokens default
@@ -47,19 +48,24 @@ def _node_messages(plan: Plan, goal: str, node: str, results: dict[str, str]) ->
     )
 
 
-async def _synthesize(client: openai.AsyncOpenAI, model: str, plan: Plan, goal: str, results: dict[str, str]) -> str:
+def synthesis_request(plan: Plan, goal: str, results: dict[str, str]) -> list[dict[str, str]] | None:
+    """The synthesis call's messages, or None when one sink's result is the answer."""
     sinks = plan.graph.sinks()
     if len(sinks) == 1:
-        return results[sinks[0]]
-    messages = synthesis_messages(goal, [(plan.by_id[s], results[s]) for s in sinks], CONTEXT_CHARS)
-    return await _call(client, model, messages)
+        return None
+    return synthesis_messages(goal, [(plan.by_id[s], results[s]) for s in sinks], CONTEXT_CHARS)
 
 
-async def run_asyncio(
-    plan: Plan | dict[str, Any], goal: str, client: openai.AsyncOpenAI, *, model: str = "fake-model", max_parallel: int = 4
-) -> dict[str, Any]:
-    """Execute `plan` with asyncio tasks started as dependencies complete."""
-    plan = plan if isinstance(plan, Plan) else Plan.model_validate(plan)
+async def _synthesize(client: openai.AsyncOpenAI, model: str, plan: Plan, goal: str, results: dict[str, str]) -> str:
+    messages = synthesis_request(plan, goal, results)
+    return results[plan.graph.sinks()[0]] if messages is None else await _call(client, model, messages)
+
+
+async def run_dag(
+    plan: Plan, call_node: Callable[[str, dict[str, str]], Awaitable[str]], *, max_parallel: int
+) -> dict[str, str]:
+    """Each node an asyncio task the moment its last dependency finishes; at most
+    `max_parallel` calls in flight. `call_node(node, results so far)` gives its result."""
     graph = plan.graph
     results: dict[str, str] = {}
     waiting = {n: len(graph.dependencies(n)) for n in graph.nodes}
@@ -70,7 +76,7 @@ async def run_asyncio(
 
     async def run(node: str) -> None:
         async with semaphore:
-            results[node] = await _call(client, model, _node_messages(plan, goal, node, results))
+            results[node] = await call_node(node, results)
         for child in graph.dependents(node):
             waiting[child] -= 1
             if waiting[child] == 0:
@@ -97,7 +103,33 @@ async def run_asyncio(
         for task in running:
             task.cancel()
         raise failure[0]
+    return results
+
+
+async def run_asyncio(
+    plan: Plan | dict[str, Any], goal: str, client: openai.AsyncOpenAI, *, model: str = "fake-model", max_parallel: int = 4
+) -> dict[str, Any]:
+    """Execute `plan` with asyncio tasks started as dependencies complete."""
+    plan = plan if isinstance(plan, Plan) else Plan.model_validate(plan)
+
+    async def call(node: str, results: dict[str, str]) -> str:
+        return await _call(client, model, _node_messages(plan, goal, node, results))
+
+    results = await run_dag(plan, call, max_parallel=max_parallel)
     return {"answer": await _synthesize(client, model, plan, goal, results), "results": results}
+
+
+def run_asyncio_blocking(plan: Plan | dict[str, Any], goal: str, base_url: str, *, max_parallel: int) -> dict[str, Any]:
+    """`run_asyncio` in a fresh event loop with its own client, for benchmarks that time whole runs."""
+
+    async def main() -> dict[str, Any]:
+        client = make_client(base_url)
+        try:
+            return await run_asyncio(plan, goal, client, max_parallel=max_parallel)
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
 
 
 async def run_sequential(

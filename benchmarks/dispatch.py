@@ -19,7 +19,6 @@ tasks on the flow's loop), and Planflow's `plan_and_execute` as shipped.
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 from pathlib import Path
@@ -44,14 +43,7 @@ def chain_plan(n: int) -> dict[str, Any]:
 def execute(name: str, plan: dict[str, Any], base_url: str, max_parallel: int, goal: str = GOAL) -> None:
     """Run `plan` with executor `name` (one of EXECUTORS) to the end."""
     if name == "asyncio":
-        async def main() -> None:
-            client = baselines.make_client(base_url)
-            try:
-                await baselines.run_asyncio(plan, goal, client, max_parallel=max_parallel)
-            finally:
-                await client.close()
-
-        asyncio.run(main())
+        baselines.run_asyncio_blocking(plan, goal, base_url, max_parallel=max_parallel)
     elif name == "prefect_floor_sync":
         prefect_floor.run_prefect_sync(plan, goal, base_url, run_key=unique_key("floor-sync"), max_parallel=max_parallel)
     elif name == "prefect_floor_async":

@@ -19,7 +19,6 @@ on the flow's loop, so the table reads asyncio / Prefect floor / Planflow.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 import time
@@ -82,14 +81,7 @@ def _measure(server: Any, fn: Any, n_nodes: int) -> dict[str, Any]:
 
 
 def _asyncio_once(base_url: str, plan: dict[str, Any]) -> None:
-    async def main() -> None:
-        client = baselines.make_client(base_url)
-        try:
-            await baselines.run_asyncio(plan, GOAL, client, max_parallel=MAX_PARALLEL)
-        finally:
-            await client.close()
-
-    asyncio.run(main())
+    baselines.run_asyncio_blocking(plan, GOAL, base_url, max_parallel=MAX_PARALLEL)
 
 
 def run(out: Path, quick: bool) -> Result:

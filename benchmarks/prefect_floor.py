@@ -37,13 +37,11 @@ from typing import Any
 import openai
 from prefect import flow, task
 
-from benchmarks.baselines import MAX_TOKENS, _node_messages
+from benchmarks.baselines import MAX_TOKENS, _node_messages, run_dag, synthesis_request
 from planner.models import Plan
-from planner.prompts import synthesis_messages
 
 __all__ = ["run_prefect_async", "run_prefect_sync"]
 
-CONTEXT_CHARS = 4000  # as benchmarks.baselines
 _clients: dict[str, Any] = {}  # the flow run's shared client (one flow run at a time per process)
 
 
@@ -69,13 +67,6 @@ async def _async_call(run_key: str, name: str, model: str, messages: list[dict[s
     client: openai.AsyncOpenAI = _clients["async"]
     response = await client.chat.completions.create(model=model, messages=messages, max_tokens=MAX_TOKENS)  # type: ignore[arg-type]
     return response.choices[0].message.content or ""
-
-
-def _synthesis(plan: Plan, goal: str, results: dict[str, str]) -> list[dict[str, str]] | None:
-    sinks = plan.graph.sinks()
-    if len(sinks) == 1:
-        return None
-    return synthesis_messages(goal, [(plan.by_id[s], results[s]) for s in sinks], CONTEXT_CHARS)
 
 
 @flow(name="prefect-floor-sync", persist_result=False)
@@ -106,7 +97,7 @@ def _sync_flow(plan: dict[str, Any], goal: str, base_url: str, run_key: str, max
                     waiting[child] -= 1
                     if waiting[child] == 0:
                         ready.append(child)
-        messages = _synthesis(parsed, goal, results)
+        messages = synthesis_request(parsed, goal, results)
         answer = results[graph.sinks()[0]] if messages is None else _sync_call(run_key, "synthesis", model, messages)
         return {"answer": answer, "results": results}
     finally:
@@ -120,47 +111,16 @@ async def _async_flow(plan: dict[str, Any], goal: str, base_url: str, run_key: s
     graph = parsed.graph
     _clients["async"] = openai.AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0, timeout=120)
     try:
-        results: dict[str, str] = {}
         states: dict[str, Any] = {}
-        waiting = {n: len(graph.dependencies(n)) for n in graph.nodes}
-        semaphore = asyncio.Semaphore(max_parallel)
-        running: set[asyncio.Task[None]] = set()
-        all_done = asyncio.Event()
-        failure: list[BaseException] = []
 
-        async def run(node: str) -> None:
-            async with semaphore:
-                state = await _async_call(run_key, f"node:{node}", model, _node_messages(parsed, goal, node, results),
-                                          wait_for=[states[d] for d in graph.dependencies(node)], return_state=True)
-                results[node] = await state.aresult()
-                states[node] = state
-            for child in graph.dependents(node):
-                waiting[child] -= 1
-                if waiting[child] == 0:
-                    start(child)
-            if len(results) == len(waiting):
-                all_done.set()
+        async def call(node: str, results: dict[str, str]) -> str:
+            state = await _async_call(run_key, f"node:{node}", model, _node_messages(parsed, goal, node, results),
+                                      wait_for=[states[d] for d in graph.dependencies(node)], return_state=True)
+            states[node] = state
+            return await state.aresult()
 
-        def finished(t: asyncio.Task[None]) -> None:
-            running.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                failure.append(t.exception())  # type: ignore[arg-type]
-                all_done.set()
-
-        def start(node: str) -> None:
-            t = asyncio.create_task(run(node))
-            running.add(t)
-            t.add_done_callback(finished)
-
-        for node in graph.topological_order():
-            if waiting[node] == 0:
-                start(node)
-        await all_done.wait()
-        if failure:
-            for t in running:
-                t.cancel()
-            raise failure[0]
-        messages = _synthesis(parsed, goal, results)
+        results = await run_dag(parsed, call, max_parallel=max_parallel)
+        messages = synthesis_request(parsed, goal, results)
         answer = (results[graph.sinks()[0]] if messages is None
                   else await _async_call(run_key, "synthesis", model, messages))
         return {"answer": answer, "results": results}
