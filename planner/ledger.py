@@ -143,6 +143,12 @@ class ToolCallRecord(SQLModel, table=True):
     cached: bool = False  # replayed from Prefect's cache by a later run of the key
 
 
+def _tool_call_where(run_key: str, node_id: str, step: int, index: int) -> Any:
+    """The one row of a call: its place in the run (the table's unique key)."""
+    c = ToolCallRecord.__table__.c
+    return (c.run_key == run_key) & (c.node_id == node_id) & (c.step == step) & (c.call_index == index)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the display read while nodes write; the busy timeout rides out write bursts.
     cursor = dbapi_connection.cursor()
@@ -430,12 +436,9 @@ class Ledger:
         """Record that a call is about to run (again, for an idempotent re-run after a crash)."""
         values = dict(tool=tool, arguments=arguments, idempotent=idempotent, started_at=utcnow(),
                       finished_at=None, result=None, error=None, cached=False)
+        table = ToolCallRecord.__table__
         with self.engine.begin() as conn:
-            table = ToolCallRecord.__table__
-            where = (
-                (table.c.run_key == run_key) & (table.c.node_id == node_id)
-                & (table.c.step == step) & (table.c.call_index == index)
-            )
+            where = _tool_call_where(run_key, node_id, step, index)
             if conn.execute(table.update().where(where).values(**values)).rowcount == 0:
                 conn.execute(table.insert().values(run_key=run_key, node_id=node_id, step=step, call_index=index, **values))
 
@@ -448,27 +451,12 @@ class Ledger:
         self._update_tool_call(run_key, node_id, step, index, cached=True)
 
     def _update_tool_call(self, run_key: str, node_id: str, step: int, index: int, **values: Any) -> None:
-        table = ToolCallRecord.__table__
         with self.engine.begin() as conn:
-            conn.execute(
-                table.update()
-                .where(
-                    (table.c.run_key == run_key) & (table.c.node_id == node_id)
-                    & (table.c.step == step) & (table.c.call_index == index)
-                )
-                .values(**values)
-            )
+            conn.execute(ToolCallRecord.__table__.update().where(_tool_call_where(run_key, node_id, step, index)).values(**values))
 
     def tool_call(self, run_key: str, node_id: str, step: int, index: int) -> ToolCallRecord | None:
         with Session(self.engine) as s:
-            return s.exec(
-                select(ToolCallRecord).where(
-                    ToolCallRecord.run_key == run_key,
-                    ToolCallRecord.node_id == node_id,
-                    ToolCallRecord.step == step,
-                    ToolCallRecord.call_index == index,
-                )
-            ).first()
+            return s.exec(select(ToolCallRecord).where(_tool_call_where(run_key, node_id, step, index))).first()
 
     def tool_calls(self, run_key: str, node_id: str | None = None) -> list[ToolCallRecord]:
         """A run's tool calls (or one node's), in the order they were made."""
