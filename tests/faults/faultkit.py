@@ -9,6 +9,7 @@ the HTTP response, and the product is driven through its CLI or its flow.
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import os
 import re
@@ -74,6 +75,15 @@ def node_calls(server: Any) -> dict[str, int]:
     return counts
 
 
+def calls_by_goal(server: Any, goal: str) -> dict[str, list[Any]]:
+    """One run's requests (by its goal), grouped by route key, in arrival order (missing keys: [])."""
+    out: dict[str, list[Any]] = collections.defaultdict(list)
+    for call in server.calls:
+        if goal_of(call.body) == goal:
+            out[call.key].append(call)
+    return out
+
+
 class GoalScripts:
     """A fake-model responder for several runs at once: replies scripted per (goal, route key),
     consumed in order, the last one reused; unscripted nodes answer 'result of node:<id>'."""
@@ -119,6 +129,33 @@ def wait_until(
             pytest.fail(f"the CLI ended (exit {proc.returncode}) before: {what}\n{tail}")
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for: {what}\n{tail}")
+        time.sleep(interval)
+
+
+def kill_each_at_its_point(
+    cli: "Cli",
+    procs: Mapping[str, tuple[subprocess.Popen, Path, Path]],
+    reached: Callable[[str], bool],
+    on_kill: Callable[[str], None],
+    timeout: float,
+    interval: float = 0.005,
+) -> None:
+    """SIGKILL each run's process group as `reached(name)` turns true, then `on_kill(name)`;
+    fail if a CLI ends first or a point is not reached within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    pending = set(procs)
+    while pending:
+        for name in sorted(pending):
+            proc, _, err = procs[name]
+            if reached(name):
+                cli.kill(proc)
+                on_kill(name)
+                pending.discard(name)
+            elif proc.poll() is not None:
+                pytest.fail(f"{name}: the CLI ended (exit {proc.returncode}) before its kill point:\n"
+                            f"{err.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"kill points never reached: {sorted(pending)}")
         time.sleep(interval)
 
 

@@ -11,17 +11,24 @@ the time of about four."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from faultkit import Cli, CliResult, GoalScripts, decision, goal_of, group_alive, plan_answer
+from faultkit import (
+    Cli,
+    CliResult,
+    GoalScripts,
+    calls_by_goal,
+    decision,
+    group_alive,
+    kill_each_at_its_point,
+    plan_answer,
+)
 from support.fake_openai import Reply
 
 pytestmark = pytest.mark.slow
@@ -68,14 +75,6 @@ SCENARIOS = {
 }
 
 
-def _calls_by_key(server, goal: str) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = collections.defaultdict(list)
-    for call in server.calls:
-        if goal_of(call.body) == goal:
-            out[call.key].append(call)
-    return out
-
-
 async def _prefect_flow_run_states(run_key: str) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
@@ -109,24 +108,16 @@ def killed(_fake_server, prefect_api_url, tmp_path_factory) -> Iterator[dict[str
     try:
         # -- start all five; SIGKILL each group as it reaches its point ----------------------
         procs = {name: cli.start(r["goal"], "--run-key", r["run_key"], "--quiet") for name, r in runs.items()}
-        deadline = time.monotonic() + 150
-        pending = set(runs)
-        while pending:
-            for name in sorted(pending):
-                proc, _, err = procs[name]
-                r = runs[name]
-                calls = _calls_by_key(_fake_server, r["goal"])
-                nodes = {n.node_id: n.status for n in ledger.nodes(r["run_key"])}
-                if SCENARIOS[name].kill_when(calls, nodes):
-                    cli.kill(proc)
-                    r["killed_after"] = {k: len(v) for k, v in _calls_by_key(_fake_server, r["goal"]).items()}
-                    pending.discard(name)
-                elif proc.poll() is not None:
-                    pytest.fail(f"{name}: the CLI ended (exit {proc.returncode}) before its kill point:\n"
-                                f"{err.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"kill points never reached: {sorted(pending)}")
-            time.sleep(0.005)
+
+        def reached(name: str) -> bool:
+            r = runs[name]
+            nodes = {n.node_id: n.status for n in ledger.nodes(r["run_key"])}
+            return SCENARIOS[name].kill_when(calls_by_goal(_fake_server, r["goal"]), nodes)
+
+        def on_kill(name: str) -> None:
+            runs[name]["killed_after"] = {k: len(v) for k, v in calls_by_goal(_fake_server, runs[name]["goal"]).items()}
+
+        kill_each_at_its_point(cli, procs, reached, on_kill, timeout=150)
         for name, (proc, _, _) in procs.items():
             r = runs[name]
             r["group_left"] = group_alive(proc.pid)
@@ -144,7 +135,7 @@ def killed(_fake_server, prefect_api_url, tmp_path_factory) -> Iterator[dict[str
             r["resume"] = CliResult(code, out.read_text(), err.read_text(), 0.0)
             report_path = tmp / f"{name}.json"
             r["report"] = json.loads(report_path.read_text()) if report_path.exists() else None
-            r["calls"] = {k: len(v) for k, v in _calls_by_key(_fake_server, r["goal"]).items()}
+            r["calls"] = {k: len(v) for k, v in calls_by_goal(_fake_server, r["goal"]).items()}
             r["run"] = ledger.run(r["run_key"])
             r["nodes"] = {n.node_id: n for n in ledger.nodes(r["run_key"])}
             r["versions"] = [(v.version, v.action) for v in ledger.plan_versions(r["run_key"])]

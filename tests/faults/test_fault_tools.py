@@ -20,9 +20,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import re
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import Cli, CliResult, decision, group_alive, plan_answer, route
+from faultkit import (
+    Cli,
+    CliResult,
+    GoalScripts,
+    calls_by_goal,
+    decision,
+    group_alive,
+    kill_each_at_its_point,
+    plan_answer,
+)
 from support.fake_openai import Reply, ToolCall, tool_results
 
 from planner.cache_keys import idempotency_key
@@ -41,41 +47,6 @@ TOOLS = Path(__file__).resolve().parents[1] / "support" / "tool_modules" / "faul
 LONG = 90.0  # a reply held this long is "in flight" until the kill
 KILL_DEADLINE = 150.0
 RESUME_TIMEOUT = 180.0
-_GOAL = re.compile(r"^Goal: (.*)$", re.MULTILINE)
-
-
-def _goal(body: dict) -> str:
-    """The goal a request belongs to: the *last* user turn naming one (the planning prompt
-    now shows example goals in earlier turns, which `faultkit.goal_of` would pick)."""
-    for message in reversed(body.get("messages") or []):
-        if message.get("role") == "user":
-            match = _GOAL.search(message.get("content") or "")
-            if match:
-                return match.group(1)
-    return ""
-
-
-class Scripts:
-    """Replies per (goal, route key), consumed in order, the last one reused; unscripted
-    nodes answer 'result of node:<id>'."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queues: dict[tuple[str, str], list[Any]] = {}
-
-    def script(self, goal: str, key: str, *replies: Any) -> None:
-        with self._lock:
-            self._queues.setdefault((goal, key), []).extend(replies)
-
-    def __call__(self, body: dict) -> Any:
-        goal, key = _goal(body), route(body)
-        with self._lock:
-            queue = self._queues.get((goal, key))
-            if queue:
-                return queue.pop(0) if len(queue) > 1 else queue[0]
-        if key.startswith("node:"):
-            return f"result of {key}"
-        raise LookupError(f"nothing scripted for {key!r} of goal {goal!r}")
 
 
 def _calls(*calls: ToolCall) -> Reply:
@@ -134,14 +105,6 @@ SCENARIOS = {
 }
 
 
-def _calls_by_key(server: Any, goal: str) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = collections.defaultdict(list)
-    for call in server.calls:
-        if _goal(call.body) == goal:
-            out[call.key].append(call)
-    return out
-
-
 def _log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
@@ -153,7 +116,7 @@ def killed(_fake_server, prefect_api_url, tmp_path_factory) -> Iterator[dict[str
 
     tmp = tmp_path_factory.mktemp("kill-tools")
     ledger = Ledger(PlanflowSettings().ledger_url)
-    scripts = Scripts()
+    scripts = GoalScripts()
     tag = uuid.uuid4().hex[:6]
     runs = {
         name: {"goal": f"Kill a tool step: {name} {tag}", "run_key": f"kill-tools-{name}-{tag}",
@@ -179,25 +142,18 @@ def killed(_fake_server, prefect_api_url, tmp_path_factory) -> Iterator[dict[str
     try:
         # -- start both; SIGKILL each group as it reaches its point -------------------------------
         procs = {name: start(name) for name in runs}
-        deadline = time.monotonic() + KILL_DEADLINE
-        pending = set(runs)
-        while pending:
-            for name in sorted(pending):
-                proc, _, err = procs[name]
-                r = runs[name]
-                calls = _calls_by_key(_fake_server, r["goal"])
-                if SCENARIOS[name].kill_when(ledger, r["run_key"], calls, _log(r["log"])):
-                    cli.kill(proc)
-                    r["killed_after"] = {k: len(v) for k, v in _calls_by_key(_fake_server, r["goal"]).items()}
-                    r["log_at_kill"] = _log(r["log"])
-                    r["tool_calls_at_kill"] = ledger.tool_calls(r["run_key"])
-                    pending.discard(name)
-                elif proc.poll() is not None:
-                    pytest.fail(f"{name}: the CLI ended (exit {proc.returncode}) before its kill point:\n"
-                                f"{err.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"kill points never reached: {sorted(pending)}")
-            time.sleep(0.01)
+
+        def reached(name: str) -> bool:
+            r = runs[name]
+            return SCENARIOS[name].kill_when(ledger, r["run_key"], calls_by_goal(_fake_server, r["goal"]), _log(r["log"]))
+
+        def on_kill(name: str) -> None:
+            r = runs[name]
+            r["killed_after"] = {k: len(v) for k, v in calls_by_goal(_fake_server, r["goal"]).items()}
+            r["log_at_kill"] = _log(r["log"])
+            r["tool_calls_at_kill"] = ledger.tool_calls(r["run_key"])
+
+        kill_each_at_its_point(cli, procs, reached, on_kill, timeout=KILL_DEADLINE, interval=0.01)
         for name, (proc, _, _) in procs.items():
             r = runs[name]
             r["group_left"] = group_alive(proc.pid)
@@ -214,7 +170,7 @@ def killed(_fake_server, prefect_api_url, tmp_path_factory) -> Iterator[dict[str
                 pytest.fail(f"{name}: the resume did not finish:\n{err.read_text()[-3000:]}")
             r = runs[name]
             r["resume"] = CliResult(code, out.read_text(), err.read_text(), 0.0)
-            r["calls"] = _calls_by_key(_fake_server, r["goal"])
+            r["calls"] = calls_by_goal(_fake_server, r["goal"])
             r["log"] = _log(r["log"])
             r["run"] = ledger.run(r["run_key"])
             r["nodes"] = {n.node_id: n for n in ledger.nodes(r["run_key"])}
