@@ -64,11 +64,8 @@ async def ask_replanner(spec: ReplanSpec) -> ReplanOutcome:
         spec.goal, completed, plan.by_id[spec.failed], spec.error, remaining, spec.context_chars, spec.hint,
         spec.tools,
     )
-    schema = strict_json_schema(ReplanDecision)
-    if not spec.tools:  # as before tools existed: a task has no "tools" to fill in
-        task_schema = schema["properties"]["tasks"]["items"]
-        task_schema["properties"].pop("tools", None)
-        task_schema["required"] = [name for name in task_schema["required"] if name != "tools"]
+    # Without tools, as before tools existed: a task has no "tools" to fill in.
+    schema = strict_json_schema(ReplanDecision, omit=() if spec.tools else ("tools",))
 
     async def attempt(msgs: list[dict[str, str]]) -> tuple[str, ReplanOutcome | PlanError]:
         completion = await call_model(

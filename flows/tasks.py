@@ -142,12 +142,7 @@ def planning_schema(spec: PlanningSpec) -> dict[str, Any]:
     """The JSON schema the planner answers in; `tools` is in it only when the run has tools."""
     if spec.positional_schema:
         return positional_plan_schema(spec.max_tasks)
-    schema = strict_json_schema(Plan)
-    if not spec.tools:
-        task_schema = schema["properties"]["tasks"]["items"]
-        task_schema["properties"].pop("tools", None)
-        task_schema["required"] = [name for name in task_schema["required"] if name != "tools"]
-    return schema
+    return strict_json_schema(Plan, omit=() if spec.tools else ("tools",))
 
 
 @task(name="plan", task_run_name="plan", persist_result=True, cache_key_fn=_plan_key)

@@ -8,6 +8,7 @@ and cache keys built from them never drift.
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection
 from functools import cached_property
 from typing import Any
 
@@ -99,12 +100,14 @@ class NodeOutcome(BaseModel):
     )
 
 
-def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+def strict_json_schema(model: type[BaseModel], *, omit: Collection[str] = ()) -> dict[str, Any]:
     """The model's JSON schema in the form OpenAI's strict structured output accepts.
 
     Strict mode wants every property required, `additionalProperties: false` on
     every object and no defaults; `$ref`s are inlined because some
     OpenAI-compatible servers (llama.cpp grammars among them) handle them poorly.
+    Properties named in `omit` (optional ones, such as a task's `tools` when the
+    run has none) are left out wherever they appear, so the model need not fill them.
     """
     schema = model.model_json_schema()
     defs = schema.pop("$defs", {})
@@ -121,7 +124,7 @@ def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
             if key in ("default", "title"):
                 continue
             if key == "properties":
-                out[key] = {name: fix(sub) for name, sub in value.items()}
+                out[key] = {name: fix(sub) for name, sub in value.items() if name not in omit}
             else:
                 out[key] = fix(value)
         if out.get("type") == "object":
