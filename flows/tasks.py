@@ -15,7 +15,7 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict
 
 from flows.runtime import current_resources
-from planner.answers import clean_answer
+from planner.answers import EMBEDDED_STOP, clean_answer
 from planner.cache_keys import node_cache_key, plan_cache_key, synthesis_cache_key
 from planner.compiler import CompiledPlan, compile_plan
 from planner.errors import PlanError, TransientLLMError
@@ -216,7 +216,9 @@ async def execute_node(spec: NodeSpec, upstream: dict[str, NodeOutcome]) -> Node
         from flows.tool_steps import run_node_with_tools  # it builds on this module
 
         return await run_node_with_tools(spec, messages)
-    completion = await call_model(messages=messages, purpose="node", node_id=spec.task.id, max_tokens=spec.max_tokens)
+    completion = await call_model(
+        messages=messages, purpose="node", node_id=spec.task.id, max_tokens=spec.max_tokens, **_free_text_options()
+    )
     text = _cleaned(completion.text, spec.goal)
     output = truncate(text, spec.result_chars)
     return NodeOutcome(
@@ -228,12 +230,18 @@ async def execute_node(spec: NodeSpec, upstream: dict[str, NodeOutcome]) -> Node
     )
 
 
-def _cleaned(text: str, goal: str) -> str:
+def _free_text_options() -> dict[str, Any]:
+    """The embedded model stops where it would open another prompt block (see EMBEDDED_STOP)."""
+    return {"extra_body": {"stop": list(EMBEDDED_STOP)}} if current_resources().embedded else {}
+
+
+def _cleaned(text: str, goal: str, fallback: str = "") -> str:
     """The small embedded model leaks prompt scaffolding ("</result>", "The final answer is:");
-    larger models' text is kept as written. Never empty: if nothing is left, the raw text."""
+    larger models' text is kept as written. Never empty: if nothing is left, `fallback`,
+    else the raw text."""
     if not current_resources().embedded:
         return text
-    return clean_answer(text, goal=goal) or text
+    return clean_answer(text, goal=goal) or fallback or text
 
 
 # -- synthesis -----------------------------------------------------------------
@@ -257,5 +265,8 @@ async def synthesize_answer(spec: SynthesisSpec, sink_outcomes: dict[str, NodeOu
     messages = synthesis_messages(
         spec.goal, [(t, sink_outcomes[t.id].output) for t in spec.sinks], spec.context_chars
     )
-    answer = _cleaned((await call_model(messages=messages, purpose="synthesis", max_tokens=spec.max_tokens)).text, spec.goal)
+    completion = await call_model(messages=messages, purpose="synthesis", max_tokens=spec.max_tokens, **_free_text_options())
+    # An answer that was all scaffolding: the final tasks' results say more than it did.
+    results = "\n\n".join(sink_outcomes[t.id].output for t in spec.sinks)
+    answer = _cleaned(completion.text, spec.goal, fallback=results)
     return truncate(answer, spec.result_chars)

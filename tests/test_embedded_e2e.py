@@ -89,6 +89,9 @@ def test_cli_on_the_embedded_model(tmp_path: Path) -> None:
     report = json.loads(report_path.read_text())
     assert report["status"] == "completed"
     assert report["answer"] and report["answer"].strip() == stdout.strip()
+    from planner.answers import is_clean_answer
+
+    assert is_clean_answer(report["answer"]), f"prompt scaffolding in the answer: {report['answer']!r}"
     plan_tasks = report["plan_versions"][0]["tasks"]
     assert 1 <= len(plan_tasks) <= 7, plan_tasks
     assert report["tasks"], "the report lists no tasks"
