@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,8 @@ async def execute_plan(
     already_done: Mapping[str, NodeOutcome] | None = None,
     prior_states: Mapping[str, State] | None = None,
     on_settled: Callable[[str, NodeOutcome | None, BaseException | None, bool], Any] | None = None,
+    failed_before: Mapping[str, BaseException] | None = None,
+    startable: Collection[str] | None = None,
 ) -> ExecutionResult:
     """Execute `plan`; stop starting nodes after the first failure but let running ones finish.
 
@@ -60,6 +62,11 @@ async def execute_plan(
     by dependents, so the UI keeps drawing those edges. `on_settled(node, outcome,
     error, cached)` is called as each node ends, for the ledger and the UI; if it
     returns an awaitable, that is awaited.
+
+    `failed_before` holds nodes that failed for good in an earlier process of this run
+    (killed while the replanner was being asked): they are not run again, and only the
+    `startable` nodes (those finished then, replayed from cache) are, so the run reaches
+    the same point it had reached, with nothing paid twice.
     """
     graph = plan.graph
     result = ExecutionResult(outcomes=dict(already_done or {}), states=dict(prior_states or {}))
@@ -69,6 +76,8 @@ async def execute_plan(
         while True:
             if not result.failed:
                 for node in graph.ready(result.outcomes, started=started):
+                    if startable is not None and node not in startable:
+                        continue
                     if len(in_flight) >= max_parallel:
                         break
                     dependencies = graph.dependencies(node)
@@ -86,6 +95,7 @@ async def execute_plan(
         # Cancelled (Ctrl-C, a cancelled flow run): the running nodes go with it.
         for task in in_flight:
             task.cancel()
+    result.failed.update(failed_before or {})
     result.not_started = [
         n for n in graph.topological_order() if n not in result.outcomes and n not in result.failed
     ]

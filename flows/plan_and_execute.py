@@ -330,6 +330,7 @@ async def _execute_with_replans(
             hint=hint,
             tools=_catalogue(resources),
         )
+        ledger.node_replan_pending(run_key, failed_id)
         outcome = await replan(spec)
         version = position.version + 1
         notes = " (the failing task came back unchanged)" if outcome.unchanged else ""
@@ -449,6 +450,7 @@ async def _execute(
 
     done = {k: v for k, v in outcomes.items() if k in plan.by_id}
     finished = set(done)
+    failed_before, startable = _failure_awaiting_replan(resources, position, done)
     return await execute_plan(
         plan,
         run_node,
@@ -456,7 +458,26 @@ async def _execute(
         already_done=done,
         prior_states={k: states[k] for k in done if k in states},
         on_settled=settled,
+        failed_before=failed_before,
+        startable=startable,
     )
+
+
+def _failure_awaiting_replan(
+    resources: RunResources, position: _Position, done: dict[str, NodeOutcome]
+) -> tuple[dict[str, BaseException], set[str] | None]:
+    """A node of this version that failed for good while an earlier process asked the
+    replanner (and was killed): it is not run again, and only what had finished then is
+    replayed, so the replanner gets the same question and its cached answer."""
+    records = [n for n in resources.ledger.nodes(resources.run_key) if n.plan_version == position.version]
+    pending = {
+        n.node_id: TaskFailedError(n.error or "failed")
+        for n in records
+        if n.replan_pending and n.status == "failed" and n.node_id in position.plan.by_id and n.node_id not in done
+    }
+    if not pending:
+        return {}, None
+    return pending, {n.node_id for n in records if n.status in ("completed", "cached")}
 
 
 async def _synthesize(resources: RunResources, goal: str, plan: Plan, execution: ExecutionResult) -> str:

@@ -105,6 +105,7 @@ class NodeRecord(SQLModel, table=True):
     error: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    replan_pending: bool = False  # failed for good and the replanner was asked: a resume asks again, not the node
 
 
 class LLMCallRecord(SQLModel, table=True):
@@ -391,6 +392,10 @@ class Ledger:
 
     def node_failed(self, run_key: str, node_id: str, error: str) -> None:
         self._update_node(run_key, node_id, status="failed", error=error, finished_at=utcnow())
+
+    def node_replan_pending(self, run_key: str, node_id: str) -> None:
+        """The node failed for good and the replanner is being asked about it."""
+        self._update_node(run_key, node_id, replan_pending=True)
 
     def node_skipped(self, run_key: str, node_id: str, reason: str) -> None:
         self._update_node(run_key, node_id, status="skipped", error=reason)

@@ -149,6 +149,22 @@ class TestResumeAcrossReplans:
         assert calls_per_node(fake_llm) == {"a": 1, "b": 1, "v2.1": 2, "c": 1}
         assert result["plan_version"] == 2
 
+    def test_a_node_waiting_for_its_replan_is_not_run_again(self, fake_llm, run_key, ledger):
+        """b failed for good and the replanner's answer could not be used: the rerun asks the
+        replanner again, and neither b nor its finished upstream is paid for twice."""
+        fake_llm.script("plan", plan_json(("a", []), ("b", ["a"]), ("c", ["b"])))
+        fake_llm.script("node:b", Reply(status=400, error_message="b cannot be done"))
+        fake_llm.script("replan", "not a decision", "still not one",
+                        decision("retry_modified", "fix", [("b", "do b better", ["a"])]))
+        state, error = run_flow("replan pending", run_key=run_key)
+        assert state.is_failed() and isinstance(error, ReplanRejectedError), error
+        assert ledger.nodes(run_key)[1].replan_pending
+        state, result = run_flow("replan pending", run_key=run_key)
+        assert state.is_completed(), result
+        assert calls_per_node(fake_llm) == {"a": 1, "b": 1, "v2.1": 1, "c": 1}
+        assert len(fake_llm.calls_for("replan")) == 3
+        assert "b cannot be done" in fake_llm.calls_for("replan")[-1].body["messages"][-1]["content"]
+
 
 class TestNotTheTasksFault:
     def test_a_database_failure_in_a_node_fails_the_run_without_a_replan(self, fake_llm, run_key, ledger):
