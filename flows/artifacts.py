@@ -1,6 +1,11 @@
 """What a run shows in the Prefect UI: the plan (Mermaid graph and table) for every
 version, live progress, the repair log, and the final results and answer.
 
+Each plan version is published twice under its key: when it is made (for a later
+version: what failed before it, the action and the diff) and, when a replan
+supersedes it or the run ends, in its final state (failed, skipped and replaced
+nodes coloured). Each card's description says which it is.
+
 Artifacts are for people; a failure to publish one is logged and never fails
 the run. Keys are derived from the run key, so each run's artifacts are found
 under the same names (and each publication is a new version of that key).
@@ -21,14 +26,21 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
-from planner.ledger import Ledger
+from planner.ledger import Ledger, NodeRecord, PlanVersionRecord
 from planner.models import Plan, Repair
-from planner.render import plan_markdown, repairs_markdown
+from planner.plan_diff import final_statuses, plan_diff
+from planner.render import change_markdown, plan_markdown, repairs_markdown
+from planner.report import report_status
 
 __all__ = ["PROGRESS_INTERVAL", "RunArtifacts", "artifact_key"]
 
 PROGRESS_INTERVAL = 1.0
 """Seconds between progress artifact updates."""
+
+
+def _short(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def artifact_key(kind: str, run_key: str) -> str:
@@ -49,6 +61,10 @@ class RunArtifacts:
     def _statuses(self) -> dict[str, str]:
         return {n.node_id: n.status for n in self.ledger.nodes(self.run_key)}
 
+    def node_states(self) -> dict[str, NodeRecord]:
+        """The ledger's nodes now: taken before a new version's write resets the unfinished ones."""
+        return {n.node_id: n for n in self.ledger.nodes(self.run_key)}
+
     async def _safely(self, what: str, coro: Any) -> Any:
         try:
             return await coro
@@ -56,13 +72,59 @@ class RunArtifacts:
             get_run_logger().warning("Could not publish the %s artifact: %s", what, exc)
             return None
 
-    async def plan(self, plan: Plan, version: int, reason: str | None, repairs: tuple[Repair, ...] = ()) -> None:
+    def _versions(self) -> dict[int, PlanVersionRecord]:
+        return {v.version: v for v in self.ledger.plan_versions(self.run_key)}
+
+    def _why(
+        self, version: int, plan: Plan, nodes: dict[str, NodeRecord], versions: dict[int, PlanVersionRecord]
+    ) -> str | None:
+        """The change section of a later version: what failed before it, the action, the diff."""
+        record = versions.get(version)
+        earlier = [v for v in versions if v < version]
+        if record is None or not earlier:
+            return None
+        previous = Plan.model_validate_json(versions[max(earlier)].plan_json)
+        failed = record.failed_node
+        return change_markdown(
+            max(earlier),
+            plan_diff(previous, plan, failed=failed, action=record.action),
+            action=record.action,
+            failed=failed,
+            error=nodes[failed].error if failed in nodes else None,
+        )
+
+    async def plan(
+        self,
+        plan: Plan,
+        version: int,
+        reason: str | None,
+        repairs: tuple[Repair, ...] = (),
+        *,
+        superseded: dict[str, NodeRecord] | None = None,
+    ) -> None:
+        """Publish a new plan version (recorded in the ledger first), and the final state
+        of the version it supersedes from `superseded`, the nodes before the record."""
+        versions = self._versions()
+        nodes = superseded if superseded is not None else self.node_states()
+        earlier = [v for v in versions if v < version]
+        if earlier:
+            before = versions[max(earlier)]
+            await self._final_state(
+                Plan.model_validate_json(before.plan_json), before.version, nodes, versions,
+                f"superseded by v{version}", successor=plan,
+            )
+        record = versions.get(version)
+        what = reason or "plan"
+        if record is not None and record.failed_node:
+            what = f"{record.action or 'new version'} after {record.failed_node} failed"
         await self._safely(
             "plan",
             acreate_markdown_artifact(
-                markdown=plan_markdown(plan, version, self._statuses(), reason),
+                markdown=plan_markdown(
+                    plan, version, self._statuses(), reason, sections=[self._why(version, plan, nodes, versions) or ""]
+                ),
                 key=artifact_key(f"plan-v{version}", self.run_key),
-                description=f"Plan v{version} of {self.run_key}",
+                description=f"Plan v{version} of {self.run_key}: {_short(what)}",
             ),
         )
         if repairs:
@@ -74,6 +136,31 @@ class RunArtifacts:
                     description=f"What the compiler repaired in plan v{version}",
                 ),
             )
+
+    async def _final_state(
+        self,
+        plan: Plan,
+        version: int,
+        nodes: dict[str, NodeRecord],
+        versions: dict[int, PlanVersionRecord],
+        ending: str,
+        successor: Plan | None = None,
+    ) -> None:
+        """The version again, as it ended: every node completed, cached, failed, skipped or replaced."""
+        statuses = final_statuses(plan, {k: n.status for k, n in nodes.items()}, successor)
+        record = versions.get(version)
+        await self._safely(
+            "plan",
+            acreate_markdown_artifact(
+                markdown=plan_markdown(
+                    plan, version, statuses, record.reason if record else None,
+                    title=f"Plan v{version}: final state ({ending})",
+                    sections=[self._why(version, plan, nodes, versions) or ""],
+                ),
+                key=artifact_key(f"plan-v{version}", self.run_key),
+                description=f"Plan v{version} of {self.run_key}: final state ({ending})",
+            ),
+        )
 
     async def progress(self, done: int, total: int) -> None:
         """Update the progress bar; at most once a second (each update is an API call), but always at 100%."""
@@ -109,7 +196,7 @@ class RunArtifacts:
                 {
                     "node": node.node_id,
                     "task": node.description[:80],
-                    "status": node.status,
+                    "status": report_status(node.status),
                     "attempts": node.attempts,
                     "cached": node.cached,
                     "tokens": node.prompt_tokens + node.completion_tokens,
@@ -125,7 +212,8 @@ class RunArtifacts:
                 description=f"Every task of {self.run_key}",
             ),
         )
-        await self.plan(plan, version, "final state")
+        ending = "the run completed" if answer is not None else "the run failed"
+        await self._final_state(plan, version, self.node_states(), self._versions(), ending)
         body = f"## Answer\n\n{answer}" if answer is not None else f"## Run failed\n\n{error}"
         await self._safely(
             "answer",

@@ -252,11 +252,12 @@ async def _record_version(
     action: str | None = None,
     failed_node: str | None = None,
 ) -> None:
-    """Keep a plan version in the ledger and show it in the UI."""
+    """Keep a plan version in the ledger and show it in the UI, with the final state of the one it supersedes."""
+    superseded = resources.artifacts.node_states()  # before the record resets that version's unfinished nodes
     resources.ledger.record_plan_version(
         resources.run_key, version, compiled.plan, compiled.repairs, reason=reason, action=action, failed_node=failed_node
     )
-    await resources.artifacts.plan(compiled.plan, version, reason, compiled.repairs)
+    await resources.artifacts.plan(compiled.plan, version, reason, compiled.repairs, superseded=superseded)
 
 
 async def _make_plan(resources: RunResources, goal: str) -> CompiledPlan:

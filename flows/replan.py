@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import acreate_markdown_artifact
 from pydantic import BaseModel, ConfigDict
 
+from flows.artifacts import artifact_key
 from flows.tasks import call_model, retry_options
 from flows.runtime import current_resources
 from planner.cache_keys import replan_cache_key
 from planner.errors import PlanError, ReplanRejectedError
 from planner.models import Plan, strict_json_schema
 from planner.prompts import PROMPT_VERSION, replan_messages
+from planner.render import replan_markdown
 from planner.replanning import ReplanDecision, ReplanOutcome, apply_decision, parse_decision
 
 __all__ = ["ReplanSpec", "ask_replanner", "replan"]
@@ -101,6 +104,38 @@ async def ask_replanner(spec: ReplanSpec) -> ReplanOutcome:
 
 @flow(name="replan", flow_run_name="replan v{spec.version} after {spec.failed}")
 async def replan(spec: ReplanSpec) -> ReplanOutcome:
-    """Decide how to continue after `spec.failed` failed; return the next plan version."""
+    """Decide how to continue after `spec.failed` failed; return the next plan version.
+
+    Its page in the UI carries an artifact: the failed task, its error, the decision
+    and the new tasks (or why the replanner's answer was rejected).
+    """
     settings = current_resources().settings
-    return await ask_replanner.with_options(**retry_options(settings))(spec)
+    failed = spec.plan.by_id[spec.failed]
+    try:
+        outcome = await ask_replanner.with_options(**retry_options(settings))(spec)
+    except ReplanRejectedError as exc:
+        await _publish(spec, replan_markdown(spec.version, failed, spec.error, rejected=str(exc)))
+        raise
+    new_tasks = [t for t in outcome.plan.tasks if t.id not in spec.plan.by_id]
+    await _publish(
+        spec,
+        replan_markdown(
+            spec.version, failed, spec.error, action=outcome.action, reason=outcome.reason, new_tasks=new_tasks
+        ),
+    )
+    get_run_logger().info(
+        "Task %s failed (%s); decision: %s (%s); new tasks: %s",
+        spec.failed, spec.error, outcome.action, outcome.reason, ", ".join(t.id for t in new_tasks) or "none",
+    )
+    return outcome
+
+
+async def _publish(spec: ReplanSpec, markdown: str) -> None:
+    try:
+        await acreate_markdown_artifact(
+            markdown=markdown,
+            key=artifact_key(f"replan-v{spec.version}", spec.run_key),
+            description=f"Replan of {spec.run_key} after {spec.failed} failed: the decision for plan v{spec.version}",
+        )
+    except Exception as exc:  # the UI is a view; the run goes on without it
+        get_run_logger().warning("Could not publish the replan artifact: %s", exc)

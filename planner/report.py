@@ -15,7 +15,7 @@ from typing import Any
 
 from planner.ledger import Ledger, NodeRecord, ToolCallRecord
 
-__all__ = ["REPORT_TASK_STATUSES", "TOOL_RESULT_CHARS", "build_report", "node_steps", "tool_call_entry"]
+__all__ = ["REPORT_TASK_STATUSES", "TOOL_RESULT_CHARS", "build_report", "node_steps", "report_status", "tool_call_entry"]
 
 REPORT_TASK_STATUSES = ("completed", "failed", "skipped", "cached")
 
@@ -27,7 +27,8 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _report_status(node_status: str) -> str:
+def report_status(node_status: str) -> str:
+    """A node's status as the report (and the results table) shows it."""
     # Nodes that never started when the run ended (pending or interrupted) were skipped.
     return node_status if node_status in REPORT_TASK_STATUSES else "skipped"
 
@@ -87,7 +88,7 @@ def build_report(ledger: Ledger, run_key: str) -> dict[str, Any]:
             "description": n.description,
             "depends_on": json.loads(n.depends_on_json),
             "plan_version": n.plan_version,
-            "status": _report_status(n.status),
+            "status": report_status(n.status),
             "attempts": n.attempts,
             "cached": n.cached,
             "started_at": _iso(n.started_at),

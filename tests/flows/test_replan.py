@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from support.fake_openai import Reply
-from support.flows import plan_json, route, run_flow
+from support.flows import artifacts_by_key, plan_json, route, run_flow
 
 from planner.errors import PlanError, ReplanRejectedError, RunFailedError
 
@@ -192,3 +192,36 @@ class TestNotTheTasksFault:
         run = ledger.run(run_key)
         assert run.status == "failed" and "disk on fire" in run.error
         assert {n.node_id: n.status for n in ledger.nodes(run_key)}["a"] == "completed"
+
+
+class TestWhatTheUIShows:
+    def test_a_replanned_run_shows_each_version_its_end_and_the_replan(self, fake_llm, run_key):
+        fake_llm.script("plan", plan_json(("a", []), ("b", ["a"]), ("c", ["b"])))
+        fake_llm.script("node:b", Reply(status=400, error_message="prompt too long"))
+        fake_llm.script("replan", decision("retry_modified", "shorten it", [("b", "do b, briefly", ["a"])]))
+        state, result = run_flow("shown in the UI", run_key=run_key)
+        assert state.is_completed(), result
+        seen = artifacts_by_key(run_key, "plan-v1", "plan-v2", "replan-v2", "results")
+        # Plan v1: made, then shown as it ended when v2 superseded it.
+        made, ended = seen["plan-v1"]
+        assert made.description == f"Plan v1 of {run_key}: initial plan"
+        assert ended.description == f"Plan v1 of {run_key}: final state (superseded by v2)"
+        assert "| `b` | do b | `a` | failed |" in ended.data and "| `a` | do a | — | completed |" in ended.data
+        assert "| `c` | do c | `b` | skipped |" in ended.data and "**Legend:**" in ended.data
+        # Plan v2 names the failed node, its error, the action and the diff; then its own end.
+        made, ended = seen["plan-v2"]
+        assert made.description == f"Plan v2 of {run_key}: retry_modified after b failed"
+        assert ended.description == f"Plan v2 of {run_key}: final state (the run completed)"
+        for text in (made.data, ended.data):
+            assert "**Failed in v1:** `b`" in text and "prompt too long" in text
+            assert "**Action:** `retry_modified`" in text and "| replaced | `b` → `v2.1` |" in text
+            assert "| kept | `a` |" in text and "| kept, rewritten or rewired | `c` |" in text
+        assert "| `v2.1` | do b, briefly | `a` | completed |" in ended.data
+        # The replan subflow's own card: the failure, the decision, the new task.
+        (card,) = seen["replan-v2"]
+        assert "**Failed task:** `b`: do b" in card.data and "prompt too long" in card.data
+        assert "**Decision:** `retry_modified`: shorten it" in card.data and "| `v2.1` | do b, briefly |" in card.data
+        rows = seen["results"][-1].data
+        rows = json.loads(rows) if isinstance(rows, str) else rows
+        assert {r["node"]: r["status"] for r in rows} == {
+            "a": "completed", "b": "failed", "v2.1": "completed", "c": "completed"}

@@ -49,3 +49,27 @@ def run_flow(goal: str, **params: Any) -> tuple[Any, Any]:
 
     state = asyncio.run(plan_and_execute(goal=goal, return_state=True, **params))
     return state, state.result(raise_on_failure=False)
+
+
+def artifacts_by_key(run_key: str, *kinds: str) -> dict[str, list]:
+    """Every published version of the run's artifacts of these kinds, oldest first, read back from Prefect."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from flows.artifacts import artifact_key
+
+    keys = {kind: artifact_key(kind, run_key) for kind in kinds}
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=list(keys.values()))),
+                sort=ArtifactSort.CREATED_DESC,
+            )
+
+    found = sorted(asyncio.run(read()), key=lambda a: a.created)
+    return {kind: [a for a in found if a.key == key] for kind, key in keys.items()}
+
