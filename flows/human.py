@@ -12,8 +12,9 @@ from elsewhere: a Prefect server (`PREFECT_API_URL`), not the temporary one.
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
+import pydantic
 from prefect.flow_runs import apause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
@@ -22,7 +23,9 @@ from flows.runtime import RunResources
 from planner.render import plan_markdown
 from planner.models import Plan
 
-__all__ = ["FailureAnswer", "PlanReview", "ask_about_failure", "ask_to_approve"]
+__all__ = ["FailureAnswer", "PlanReview", "ask_about_failure", "ask_to_approve", "with_initial_data"]
+
+R = TypeVar("R", bound=RunInput)
 
 
 class PlanReview(RunInput):
@@ -31,7 +34,11 @@ class PlanReview(RunInput):
     action: Literal["approve", "edit", "abort"] = Field(
         default="approve", description="approve: run it; edit: run plan_json instead; abort: stop the run"
     )
-    plan_json: str = Field(default="", description='With edit: the plan to run, as JSON {"tasks": [...]}')
+    plan_json: str = Field(
+        default="",
+        description='With edit: the plan to run, as JSON {"tasks": [{"id", "description", "depends_on"}, ...]}; '
+        "it starts as the current plan",
+    )
     reason: str = Field(default="", description="With abort: why (it becomes the run's error)")
 
 
@@ -45,9 +52,29 @@ class FailureAnswer(RunInput):
     hint: str = Field(default="", description="With replan: a hint for the replanner")
     plan_json: str = Field(
         default="",
-        description='With edit: the whole plan to run next, JSON {"tasks": [...]}; completed tasks keep their ids',
+        description='With edit: the whole plan to run next, JSON {"tasks": [...]}; it starts as the current plan; '
+        "completed tasks keep their ids and are not run again",
     )
     reason: str = Field(default="", description="With abort: why (it becomes the run's error)")
+
+
+def with_initial_data(model: type[R], description: str, **values: Any) -> type[R]:
+    """`model` with `values` as its fields' defaults and `description` shown above the form.
+
+    Prefect's `RunInput.with_initial_data` redefines each prefilled field without
+    its `Field(description=...)`, so the form would lose the help under the field.
+    """
+    fields: dict[str, Any] = {
+        name: (model.model_fields[name].annotation, Field(default=value, description=model.model_fields[name].description))
+        for name, value in values.items()
+    }
+    form = pydantic.create_model(model.__name__, __base__=model, **fields)
+    form._description = description
+    return form
+
+
+def _pretty(plan: Plan) -> str:
+    return json.dumps(plan.to_json_dict(), indent=2)
 
 
 async def ask_to_approve(resources: RunResources, plan: Plan, version: int) -> PlanReview:
@@ -56,11 +83,11 @@ async def ask_to_approve(resources: RunResources, plan: Plan, version: int) -> P
         "## Review the plan before it runs\n\n"
         + plan_markdown(plan, version)
         + "\n\nApprove it, edit it (paste a plan JSON), or abort. Current plan JSON:\n\n```json\n"
-        + json.dumps(plan.to_json_dict(), indent=2)
+        + _pretty(plan)
         + "\n```"
     )
     return await apause_flow_run(
-        wait_for_input=PlanReview.with_initial_data(description=description, plan_json=plan.model_dump_json()),
+        wait_for_input=with_initial_data(PlanReview, description, plan_json=_pretty(plan)),
         timeout=settings.pause_timeout,
         poll_interval=settings.pause_poll_seconds,
         key=f"approve-plan-v{version}",
@@ -87,7 +114,7 @@ async def ask_about_failure(
         ]
     )
     return await apause_flow_run(
-        wait_for_input=FailureAnswer.with_initial_data(description=description, plan_json=plan.model_dump_json()),
+        wait_for_input=with_initial_data(FailureAnswer, description, plan_json=_pretty(plan)),
         timeout=settings.pause_timeout,
         poll_interval=settings.pause_poll_seconds,
         key=f"failure-{failed}-v{version}",

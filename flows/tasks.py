@@ -36,6 +36,7 @@ __all__ = [
     "call_model",
     "PlanningSpec",
     "SynthesisSpec",
+    "TASK_RUN_NAME_CHARS",
     "execute_node",
     "make_plan",
     "planning_schema",
@@ -189,7 +190,12 @@ def _node_key(context: Any, parameters: dict[str, Any]) -> str:
     )
 
 
-def _short(text: str, limit: int = 40) -> str:
+TASK_RUN_NAME_CHARS = 80
+"""Characters of a task's description in its task-run name (after `<id>: `): enough
+words to tell tasks apart in the run graph and the task-run list."""
+
+
+def _short(text: str, limit: int = TASK_RUN_NAME_CHARS) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

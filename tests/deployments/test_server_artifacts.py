@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from flows.artifacts import artifact_key
+from flows.tasks import TASK_RUN_NAME_CHARS
 
 from deploykit import PLAN, CompletedRun, PrefectServer
 
@@ -66,7 +67,7 @@ def test_task_runs_are_named_by_node_and_tagged(seen: Seen, completed_run: Compl
     for node_id, task_run in node_runs.items():
         description = task_run.name.split(": ", 1)[1]
         assert description.rstrip("…") and nodes[node_id].startswith(description.rstrip("…")), task_run.name
-        assert len(task_run.name) <= len(node_id) + 2 + 40, f"name not shortened: {task_run.name!r}"
+        assert len(task_run.name) <= len(node_id) + 2 + TASK_RUN_NAME_CHARS, f"name not shortened: {task_run.name!r}"
         assert set(task_run.tags) >= {f"run:{completed_run.run_key}", "plan:v1"}, task_run.tags
         assert task_run.state.is_completed(), (task_run.name, task_run.state)
     # A user can filter by tag: the run key's tag selects exactly this run's nodes.

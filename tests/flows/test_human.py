@@ -8,7 +8,7 @@ import time
 
 import pytest
 from support.fake_openai import Reply
-from support.flows import plan_json, run_flow
+from support.flows import artifacts_by_key, plan_json, run_flow
 
 from planner.errors import RunFailedError
 
@@ -78,7 +78,7 @@ def test_a_person_gives_the_replanner_a_hint_when_replans_run_out(fake_llm, run_
 
 
 def test_a_person_aborts_with_a_reason(fake_llm, run_key, ledger):
-    fake_llm.script("plan", plan_json(("a", []), ("b", ["a"])))
+    fake_llm.script("plan", plan_json(("a", []), ("b", ["a"]), ("c", ["b"])))
     fake_llm.script("node:b", Reply(status=400))
     thread, box = run_in_background("abort me", run_key=run_key, max_replans=0, on_exhausted="ask")
     answer_when_paused(ledger, run_key, {"action": "abort", "reason": "wrong goal"})
@@ -88,3 +88,24 @@ def test_a_person_aborts_with_a_reason(fake_llm, run_key, ledger):
     assert "aborted by a person: wrong goal" in str(error)
     assert ledger.run(run_key).status == "failed"
     assert {n.node_id: n.status for n in ledger.nodes(run_key)}["a"] == "completed"
+    # The UI's results table and the report agree: c never ran, so both say skipped.
+    from planner.report import build_report
+
+    rows = artifacts_by_key(run_key, "results")["results"][-1].data
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    reported = {t["id"]: t["status"] for t in build_report(ledger, run_key)["tasks"]}
+    assert {r["node"]: r["status"] for r in rows} == reported == {"a": "completed", "b": "failed", "c": "skipped"}
+
+
+def test_the_pause_form_describes_every_field_and_starts_from_the_plan_pretty_printed():
+    from flows.human import FailureAnswer, PlanReview, with_initial_data
+    from planner.models import Plan
+
+    plan = Plan.model_validate({"tasks": [{"id": "a", "description": "do a", "depends_on": []}]})
+    pretty = json.dumps(plan.to_json_dict(), indent=2)
+    for model in (PlanReview, FailureAnswer):
+        form = with_initial_data(model, "look at this", plan_json=pretty)
+        schema = form.model_json_schema()["properties"]
+        assert all(field.get("description") for field in schema.values()), schema
+        assert schema["plan_json"]["default"] == pretty and "\n  " in pretty
+        assert form._description == "look at this"
