@@ -5,6 +5,7 @@ the test's output and copied to test-output/ (gitignored) for a person to look a
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import struct
@@ -108,6 +109,8 @@ def test_plan_artifact_renders_as_a_mermaid_graph(
     if os.environ.get("PLANFLOW_UI_SCREENSHOTS") == "1":
         _chromium([f"--screenshot={TEST_OUTPUT / 'plan-artifact.png'}", url], tmp_path / "profile-shot")
     assert 'aria-roledescription="flowchart' in dom, "the Mermaid graph was not drawn"
-    assert dom.count('class="node default completed"') == len(PLAN["tasks"])
+    completed = re.findall(r'<g class="node default completed" id="([^"]+)"', dom)
+    assert len([n for n in completed if "legend_" not in n]) == len(PLAN["tasks"]), completed
+    assert any("legend_completed" in n for n in completed), "the legend was not drawn"
     for task in PLAN["tasks"]:
         assert f"{task['id']}: " in dom
