@@ -162,11 +162,13 @@ class TestSetupFailures:
 
     def test_server_that_exits_at_once_shows_its_stderr_and_the_others_are_stopped(self) -> None:
         code = "import sys; print('boom: no config file', file=sys.stderr); sys.exit(2)"
+        before = {p.pid for p in psutil.Process().children(recursive=True)}  # the session's own servers
         started = time.monotonic()
         with pytest.raises(ToolSetupError, match="MCP server 'quitter'.*could not start.*boom: no config file"):
             asyncio.run(open_mcp_servers([SERVER, f"quitter={shlex.join([sys.executable, '-c', code])}"]))
         assert time.monotonic() - started < 8
-        assert not psutil.Process().children(recursive=True)  # the good server was stopped too
+        left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+        assert not left  # the good server was stopped too
 
     def test_silent_server_times_out(self) -> None:
         code = "import time; time.sleep(60)"
