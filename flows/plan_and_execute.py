@@ -331,8 +331,15 @@ async def _execute_with_replans(
             hint=hint,
             tools=_catalogue(resources),
         )
+        # Marked while the replanner is asked: a process killed meanwhile leaves the mark, and
+        # its resume goes straight back to the replanner. A replan that fails here clears it
+        # (the run fails; resuming it later tries the task again, as any failed run does).
         ledger.node_replan_pending(run_key, failed_id)
-        outcome = await replan(spec)
+        try:
+            outcome = await replan(spec)
+        except Exception:
+            ledger.node_replan_pending(run_key, failed_id, False)
+            raise
         version = position.version + 1
         notes = " (the failing task came back unchanged)" if outcome.unchanged else ""
         await _record_version(

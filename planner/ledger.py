@@ -393,9 +393,9 @@ class Ledger:
     def node_failed(self, run_key: str, node_id: str, error: str) -> None:
         self._update_node(run_key, node_id, status="failed", error=error, finished_at=utcnow())
 
-    def node_replan_pending(self, run_key: str, node_id: str) -> None:
-        """The node failed for good and the replanner is being asked about it."""
-        self._update_node(run_key, node_id, replan_pending=True)
+    def node_replan_pending(self, run_key: str, node_id: str, pending: bool = True) -> None:
+        """The node failed for good and the replanner is being asked about it (or no longer is)."""
+        self._update_node(run_key, node_id, replan_pending=pending)
 
     def node_skipped(self, run_key: str, node_id: str, reason: str) -> None:
         self._update_node(run_key, node_id, status="skipped", error=reason)
