@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.runs_cli import runs_main
+from flows.cli.runs import runs_main
 from planner.ledger import Ledger
 from planner.models import Plan, Task
 from planner.report import TOOL_RESULT_CHARS, build_report
@@ -107,7 +107,7 @@ class TestRunsShow:
             record_run(ledger)
         finally:
             ledger.close()
-        assert runs_main(["show", RUN], run_goal=lambda *a, **k: 99) == 0
+        assert runs_main(["show", RUN]) == 0
         out = capsys.readouterr().out
         lines = [line.strip() for line in out.splitlines()]
         assert "step 1  calculator(expression='2*21')  ok  cached" in " ".join(lines)

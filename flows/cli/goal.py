@@ -1,0 +1,199 @@
+"""`planflow GOAL`: plan a goal, run it durably with a live view, print the answer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from flows.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_COMPLETED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_UNAVAILABLE,
+    Unavailable,
+    add_run_options,
+    fail,
+    first_line,
+    lost_service,
+    open_ledger,
+    quiet_prefect,
+)
+
+ENV_HELP = """\
+environment:
+  OPENAI_BASE_URL, OPENAI_API_KEY   an OpenAI-compatible endpoint; if neither is set,
+                                    the bundled SmolLM2 model runs locally (no network)
+  PLANFLOW_MODEL                    model name (default gpt-4o-mini; 'embedded' for SmolLM2)
+  PLANFLOW_HOME                     ledger and logs (default ~/.planflow)
+  PLANFLOW_DATABASE_URL             ledger database (default sqlite:///$PLANFLOW_HOME/planflow.db)
+  PLANFLOW_MAX_TASKS                most tasks in a model-made plan (default 12)
+  PLANFLOW_REQUEST_TIMEOUT          seconds per model call (default 120)
+  PLANFLOW_RETRY_BACKOFF            backoff base in seconds (default 1; delays 1, 2, 4, ...)
+  PLANFLOW_CONTEXT_CHARS            characters of each dependency result given to a task (default 4000)
+  PREFECT_API_URL                   run against a Prefect server instead of a local temporary one
+
+runs (the ledger, for people without the Prefect UI open):
+  planflow runs list                list recent runs and their status
+  planflow runs show KEY [--json]   one run: plan versions, tasks, tokens (--json: the report)
+  planflow runs resume KEY          resume a run by key (same as GOAL --run-key KEY)
+  planflow --resume FLOW_RUN_ID     resume the run that flow run belongs to
+  planflow runs --help              every runs command
+
+exit codes: 0 completed · 1 run failed · 2 bad input · 3 a service (ledger, Prefect API)
+unavailable · 130 interrupted. Re-running with the same --run-key resumes: finished tasks
+are replayed, not re-paid."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="planflow",
+        description="Plan a goal with an LLM, run the plan as a durable Prefect flow, print the answer.",
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("goal", nargs="?", help="what you want done, in plain words")
+    parser.add_argument("--resume", metavar="FLOW_RUN_ID", help="resume the run of this Prefect flow run (goal not needed)")
+    parser.add_argument("--plan", type=Path, metavar="FILE", help='run this plan JSON {"tasks": [...]} instead of planning')
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--run-key", metavar="KEY", help="name of the run; re-running a key resumes it (default: from the goal)")
+    keys.add_argument("--fresh", action="store_true", help="start a new run even if this goal ran before")
+    add_run_options(parser)
+    return parser
+
+
+def load_plan(path: Path) -> dict[str, Any]:
+    """Read and strictly check a plan file before anything starts (fail fast, exit 2)."""
+    from planner.compiler import compile_plan
+    from planner.errors import PlanError, UserInputError
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserInputError(f"cannot read plan file {str(path)!r}: {exc.strerror}") from None
+    try:
+        return compile_plan(raw, strict=True).plan.to_json_dict()
+    except PlanError as exc:
+        raise PlanError(f"plan file {str(path)!r}: {exc}") from None
+
+
+def goal_main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_prefect(args.verbose)
+
+    from planner.errors import UserInputError
+    from planner.run_keys import default_run_key, fresh_run_key, normalise_goal
+
+    try:
+        ledger = open_ledger()
+    except Unavailable as exc:
+        return fail(str(exc), EXIT_UNAVAILABLE)
+    run_key = args.run_key
+    goal_text = args.goal
+    if args.resume:
+        run = ledger.run_by_flow_run(args.resume)
+        if run is None:
+            return fail(f"no run in the ledger has flow run {args.resume!r} (see: planflow runs list)", EXIT_BAD_INPUT)
+        run_key, goal_text = run.run_key, goal_text or run.goal
+    try:
+        goal = normalise_goal(goal_text or "")
+        plan = load_plan(args.plan) if args.plan else None
+        if args.tools:  # a module that cannot load is the user's to fix: say so before Prefect starts
+            from planner.tools import load_tools_from
+
+            load_tools_from(args.tools)
+    except UserInputError as exc:
+        return fail(str(exc), EXIT_BAD_INPUT)
+    run_key = run_key or (fresh_run_key(goal) if args.fresh else default_run_key(goal))
+    return run_goal(ledger, goal, run_key, plan, args)
+
+
+def run_goal(
+    ledger: Any, goal: str, run_key: str, plan: dict[str, Any] | None, args: argparse.Namespace, **flow_options: Any
+) -> int:
+    """Run (or resume) one goal under `run_key`, with the live view; return the exit code.
+
+    `args` carries the run options (`add_run_options`); `flow_options` are further
+    parameters of the flow, for the commands that need them.
+    """
+    import asyncio
+
+    from rich.console import Console
+
+    from flows.display import LiveRunView
+    from flows.plan_and_execute import plan_and_execute
+    from planner.errors import PlanflowError, RunInProgressError, UserInputError
+    from planner.report import build_report
+    from planner.settings import PlanflowSettings
+
+    console = Console(stderr=True)
+    started = time.monotonic()
+    view = LiveRunView(ledger, run_key, console) if not args.quiet else None
+    if view is not None and PlanflowSettings().uses_embedded_model and args.model in (None, "embedded"):
+        view.note = f"starting the embedded model and planning {run_key} …"
+    try:
+        if view is not None:
+            view.__enter__()
+        try:
+            state = asyncio.run(
+                plan_and_execute(
+                    goal=goal,
+                    run_key=run_key,
+                    plan=plan,
+                    model=args.model,
+                    max_parallel=args.max_parallel,
+                    max_retries=args.max_retries,
+                    replan_on_failure=args.replan_on_failure,
+                    max_replans=args.max_replans,
+                    on_exhausted=args.on_exhausted,
+                    approve_plan=args.approve_plan,
+                    tools=args.tools,
+                    mcp=args.mcp,
+                    builtin_tools=args.builtin_tools,
+                    max_steps=args.max_steps,
+                    workspace=str(args.workspace) if args.workspace else None,
+                    return_state=True,
+                    **flow_options,
+                )
+            )
+        finally:
+            if view is not None:
+                view.__exit__(None, None, None)
+    except KeyboardInterrupt:
+        return fail(f"interrupted; resume with --run-key {run_key}", EXIT_INTERRUPTED)
+    except Exception as exc:  # Prefect could not start the flow run, or lost its API during it
+        lost = lost_service(exc, run_key)
+        return fail(lost or f"could not run the flow: {type(exc).__name__}: {first_line(exc)}", EXIT_UNAVAILABLE)
+
+    outcome = state.result(raise_on_failure=False) if state.is_completed() or state.is_failed() else None
+    if args.report and ledger.run(run_key) is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(build_report(ledger, run_key), indent=2) + "\n")
+
+    if state.is_completed() and isinstance(outcome, dict):
+        print(outcome["answer"])
+        if not args.quiet:
+            totals = ledger.llm_totals(run_key)
+            console.print(
+                f"[green]completed[/] run {run_key} in {time.monotonic() - started:.1f}s · "
+                f"{totals['calls']} model calls · {totals['prompt_tokens'] + totals['completion_tokens']} tokens",
+                highlight=False,
+            )
+        return EXIT_COMPLETED
+    if isinstance(outcome, UserInputError):
+        return fail(str(outcome), EXIT_BAD_INPUT)
+    if isinstance(outcome, RunInProgressError):
+        return fail(str(outcome), EXIT_FAILED)
+    if isinstance(outcome, PlanflowError):
+        return fail(f"{outcome} (run {run_key}; re-run with --run-key {run_key} to resume)", EXIT_FAILED)
+    if isinstance(outcome, BaseException) and (lost := lost_service(outcome, run_key)):
+        return fail(lost, EXIT_UNAVAILABLE)
+    detail = f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else state.name
+    return fail(
+        f"run {run_key} ended {state.name}: {str(detail).splitlines()[0][:300]}; "
+        f"the work done so far is kept: re-run with --run-key {run_key} to resume",
+        EXIT_FAILED,
+    )
