@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.runtime import flow_run as current_flow_run
 from prefect.states import State
@@ -142,7 +143,9 @@ async def _run(
     owner = this_owner()
     flow_run_id = str(current_flow_run.id)
     model_name = EMBEDDED_MODEL_NAME if settings.uses_embedded_model else settings.model_name
-    dead = ledger.start_run(run_key, goal, flow_run_id=flow_run_id, model=model_name, owner=owner)
+    dead = ledger.start_run(
+        run_key, goal, flow_run_id=flow_run_id, model=model_name, owner=owner, prefect_api_url=_prefect_api_url()
+    )
     if dead is not None and dead.flow_run_id and dead.flow_run_id != flow_run_id:
         await _mark_crashed_in_prefect(dead.flow_run_id, f"its process {dead.owner} died; resumed by {flow_run_id}")
     try:
@@ -164,6 +167,12 @@ async def _run(
         if (run := ledger.run(run_key)) is not None and run.status == "running":
             ledger.finish_run(run_key, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _prefect_api_url() -> str | None:
+    """The API this flow run lives on, for commands that act on it later (`planflow runs ...`)."""
+    context = FlowRunContext.get()
+    return str(context.client.api_url) if context is not None else None
 
 
 async def _mark_crashed_in_prefect(flow_run_id: str, reason: str) -> None:

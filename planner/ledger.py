@@ -62,6 +62,7 @@ class RunRecord(SQLModel, table=True):
     goal: str
     status: str = Field(default="running", index=True)  # running | completed | failed | crashed
     flow_run_id: str | None = None
+    prefect_api_url: str | None = None  # the Prefect API its flow run lives on (a temporary server's dies with it)
     owner: str | None = None  # host:pid:start:boot:token of the process executing it, while running
     heartbeat_at: datetime | None = None
     model: str | None = None
@@ -220,7 +221,14 @@ class Ledger:
     # -- runs --------------------------------------------------------------------
 
     def start_run(
-        self, run_key: str, goal: str, *, flow_run_id: str | None, model: str, owner: str | None = None
+        self,
+        run_key: str,
+        goal: str,
+        *,
+        flow_run_id: str | None,
+        model: str,
+        owner: str | None = None,
+        prefect_api_url: str | None = None,
     ) -> RunRecord | None:
         """Claim the run for `owner`: create it, or take over one that is not running
         (a resume) or whose owner is dead. Returns the dead owner's record, if any.
@@ -239,7 +247,7 @@ class Ledger:
                 )
         claim = dict(
             status="running", error=None, finished_at=None, flow_run_id=flow_run_id,
-            model=model, started_at=now, owner=owner, heartbeat_at=now,
+            prefect_api_url=prefect_api_url, model=model, started_at=now, owner=owner, heartbeat_at=now,
         )
         with self.engine.begin() as conn:
             if previous is None:

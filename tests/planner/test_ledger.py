@@ -58,6 +58,13 @@ class TestRuns:
         assert run.goal == "Plan a trip to Lisbon"
         assert [r.run_key for r in ledger.runs()] == [RUN]
 
+    def test_each_claim_records_the_prefect_api_its_flow_run_lives_on(self, ledger: Ledger) -> None:
+        ledger.start_run(RUN, "goal", flow_run_id="fr-1", model="m", prefect_api_url="http://127.0.0.1:4321/api")
+        ledger.finish_run(RUN, status="failed", error="x")
+        assert ledger.run(RUN).prefect_api_url == "http://127.0.0.1:4321/api"
+        ledger.start_run(RUN, "goal", flow_run_id="fr-2", model="m", prefect_api_url="http://127.0.0.1:4200/api")
+        assert ledger.run(RUN).prefect_api_url == "http://127.0.0.1:4200/api"
+
     def test_finish_unknown_run_is_a_no_op(self, ledger: Ledger) -> None:
         ledger.finish_run("nope", status="completed")
         assert ledger.run("nope") is None
