@@ -60,8 +60,9 @@ async def execute_plan(
     `already_done` holds outcomes of nodes finished earlier in this flow run (after a
     replan); they are not run again, and their `prior_states` are still waited for
     by dependents, so the UI keeps drawing those edges. `on_settled(node, outcome,
-    error, cached)` is called as each node ends, for the ledger and the UI; if it
-    returns an awaitable, that is awaited.
+    error, cached)` is called as each node ends, for the ledger and the UI, in the
+    order nodes settle; if it returns an awaitable, that runs beside the DAG (never
+    delaying a dependent's start) and is awaited before this returns.
 
     `failed_before` holds nodes that failed for good in an earlier process of this run
     (killed while the replanner was being asked): they are not run again, and only the
@@ -71,6 +72,9 @@ async def execute_plan(
     graph = plan.graph
     result = ExecutionResult(outcomes=dict(already_done or {}), states=dict(prior_states or {}))
     in_flight: dict[asyncio.Task[State], str] = {}
+    # Bookkeeping of settled nodes (ledger, UI) runs beside the DAG, in order of settling:
+    # a dependent starts the moment its dependencies' results are in, not after the writes.
+    notices: list[asyncio.Future[None]] = []
     started = set(result.outcomes)
     try:
         while True:
@@ -90,11 +94,18 @@ async def execute_plan(
             finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
             for done in finished:
                 node = in_flight.pop(done)
-                await _settle(result, node, done, on_settled)
+                settled = await _settle(result, node, done)
+                notices.append(asyncio.ensure_future(_notify(on_settled, node, *settled)))
     finally:
-        # Cancelled (Ctrl-C, a cancelled flow run): the running nodes go with it.
+        # Cancelled (Ctrl-C, a cancelled flow run): the running nodes go with it; what
+        # already settled is still written down.
         for task in in_flight:
             task.cancel()
+        if notices:
+            await asyncio.gather(*notices, return_exceptions=True)
+    for notice in notices:
+        if notice.exception() is not None:
+            raise notice.exception()  # type: ignore[misc]
     result.failed.update(failed_before or {})
     result.not_started = [
         n for n in graph.topological_order() if n not in result.outcomes and n not in result.failed
@@ -103,8 +114,9 @@ async def execute_plan(
 
 
 async def _settle(
-    result: ExecutionResult, node: str, done: asyncio.Task[State], on_settled: Callable[..., Any] | None
-) -> None:
+    result: ExecutionResult, node: str, done: asyncio.Task[State]
+) -> tuple[NodeOutcome | None, BaseException | None, bool]:
+    """Record how `node` ended in `result`; return (outcome, error, cached) for `on_settled`."""
     if done.cancelled():
         raise asyncio.CancelledError(f"node {node} was cancelled")
     error: BaseException | None = done.exception()
@@ -117,12 +129,11 @@ async def _settle(
         result.outcomes[node] = value
         if cached:
             result.cached.add(node)
-        await _notify(on_settled, node, value, None, cached)
-        return
+        return value, None, cached
     if not isinstance(value, BaseException):
         value = RuntimeError(f"node ended {state.name if state is not None else 'without a state'}")
     result.failed[node] = value
-    await _notify(on_settled, node, None, value, False)
+    return None, value, False
 
 
 async def _notify(callback: Callable[..., Any] | None, *args: Any) -> None:
