@@ -5,4 +5,4 @@ Each benchmark writes `<name>.json` and `<name>.png` under `--out` (default
 `benchmarks/results/`). See benchmarks/README.md.
 """
 
-BENCHMARKS = ("context_tokens", "overhead", "makespan", "dispatch", "resume", "tools", "startup", "plan_quality", "first_answer")
+BENCHMARKS = ("context_tokens", "overhead", "makespan", "dispatch", "hop_profile", "resume", "tools", "startup", "plan_quality", "first_answer")

@@ -8,9 +8,10 @@ and kept out of the per-node figures by a warm-up run. Each run starts with the
 server idle, and its CPU is counted until it has worked off the run's events;
 `ms_per_node_drained` counts the wall time until then too (the server can fall
 behind a fast flow and record its task runs seconds after the flow returned).
-Planflow runs twice per repetition: as shipped, and without task-run tags
-(`PLANFLOW_TASK_TAGS=false`): on a SQLite-backed Prefect server a tagged run's
-tag-slot check often meets a 503 and a 2 s client retry (benchmarks/README.md).
+Planflow runs twice per repetition: with task-run tags (`PLANFLOW_TASK_TAGS=true`,
+the default until 2026-12) and as shipped, without them: Prefect requests tag
+concurrency slots before every tagged task run, and on a SQLite-backed Prefect
+server that request often meets a 503 and a 2 s client retry (benchmarks/README.md).
 `--prefect-api URL` runs the same against a running server, e.g. on PostgreSQL.
 Beside them, Prefect's floor (`benchmarks.prefect_floor`): a minimal flow with one
 persisted, cache-keyed task per node, sync tasks on the thread pool and async tasks
@@ -111,7 +112,7 @@ def run(out: Path, quick: bool) -> Result:
                         server, lambda: floor(plan, GOAL, server.base_url, run_key=key, max_parallel=MAX_PARALLEL), n))
                 for variant, tags in (("prefect", "true"), ("prefect_untagged", "false")):
                     key = unique_key(f"overhead-{n}")
-                    os.environ["PLANFLOW_TASK_TAGS"] = tags  # the default; then without task-run tags
+                    os.environ["PLANFLOW_TASK_TAGS"] = tags  # tagged (opt-in); then as shipped, untagged
                     try:
                         runs[variant].append(
                             _measure(server, lambda: run_flow(GOAL, plan, key, MAX_PARALLEL, server.base_url), n)
@@ -195,8 +196,8 @@ def _plot(result: Result, out: Path) -> None:
     labels = [str(r["n_nodes"]) for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    bars = (("prefect_ms_per_node", "Planflow (Prefect flow, default)", "ratio"),
-            ("untagged_ms_per_node", "Planflow, PLANFLOW_TASK_TAGS=false", "untagged_ratio"),
+    bars = (("prefect_ms_per_node", "Planflow, PLANFLOW_TASK_TAGS=true", "ratio"),
+            ("untagged_ms_per_node", "Planflow as shipped (untagged)", "untagged_ratio"),
             ("floor_sync_ms_per_node", "Prefect floor, sync tasks", "floor_sync_ratio"),
             ("floor_async_ms_per_node", "Prefect floor, async tasks", "floor_async_ratio"),
             ("asyncio_ms_per_node", "plain asyncio", None))

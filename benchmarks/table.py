@@ -30,10 +30,10 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
     if d := _load(out, "overhead"):
         for n, f in d["summary"]["ms_per_node"].items():
             size = next(r for r in d["sizes"] if str(r["n_nodes"]) == n)
-            untagged = (f"; `PLANFLOW_TASK_TAGS=false` {f['prefect_untagged']:.0f} ms/node "
+            untagged = (f"; untagged (the default) {f['prefect_untagged']:.0f} ms/node "
                         f"({f['prefect_untagged_drained']:.0f} until the server caught up)"
                         if "prefect_untagged" in f else "")
-            table.append((f"Overhead, {n}-node DAG, 0 ms latency", f"{f['prefect']:.0f} ms/node "
+            table.append((f"Overhead, {n}-node DAG, 0 ms latency", f"`PLANFLOW_TASK_TAGS=true` {f['prefect']:.0f} ms/node "
                           f"({size['prefect_cpu_ms_per_node']:.0f} ms CPU + {size['prefect_server_cpu_ms_per_node']:.0f} ms "
                           f"Prefect-server CPU){untagged}",
                           f"{f['asyncio']:.1f} ms/node (asyncio); **{f['ratio']}x**"

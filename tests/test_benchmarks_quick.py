@@ -19,7 +19,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("context_tokens", "overhead", "makespan", "dispatch", "resume", "startup", "plan_quality")
+NAMES = ("context_tokens", "overhead", "makespan", "dispatch", "hop_profile", "resume", "startup", "plan_quality")
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,21 @@ def test_dispatch(quick_results):
     for executor in executors:  # nothing beats the critical path
         assert summary["stress_makespan_s"][executor] >= 0.9 * depth * latency
     assert set(summary["targets"]) == {"stress_planflow_over_floor_async_le_1.1", "hop_p95_within_20ms_of_asyncio"}
+
+
+def test_hop_profile(quick_results):
+    """Every hop is cut into segments in order (none negative), and the configurations differ as designed."""
+    summary = quick_results["hop_profile"]["summary"]
+    assert set(summary) == {"planflow", "planflow_no_builtin_tools", "planflow_tagged_no_tools", "prefect_floor_async"}
+    for config, figures in summary.items():
+        segments = figures["segments_ms_p50"]
+        assert segments and all(value >= 0 for value in segments.values()), (config, segments)
+        assert figures["hop_ms"]["p50"] > 0
+    # Built-in tools nest a model-turn task run in each node's; without them one task run per node.
+    assert summary["planflow"]["task_runs_per_node"] > summary["planflow_no_builtin_tools"]["task_runs_per_node"]
+    # Untagged task runs (the default) ask Prefect for no tag concurrency slots; tagged ones do, on every hop.
+    slots = {c: summary[c]["engine_ms_per_task_run"]["tag concurrency slots"] for c in summary}
+    assert slots["planflow_no_builtin_tools"] < 1.0 and slots["planflow_tagged_no_tools"] > slots["planflow_no_builtin_tools"]
 
 
 def test_resume(quick_results):
