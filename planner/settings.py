@@ -112,11 +112,12 @@ class PlanflowSettings(BaseSettings):
         default=20000, ge=100, description="Characters of a node's output kept; the rest is cut."
     )
     task_tags: bool = Field(
-        default=True,
-        description="Tag each node's task run with run:<key> and plan:v<N>, for filtering in the UI. "
-        "Prefect then checks tag concurrency slots before a tagged task run; on a SQLite-backed "
-        "server that check often gets a 503 and a 2 s retry (measured: +2 s in 13 of 20 small runs; "
-        "none on PostgreSQL); turn off for throughput on SQLite.",
+        default=False,
+        description="Tag each node's task run with run:<key> and plan:v<N>, for filtering task runs by tag "
+        "in the UI. Off by default: Prefect asks its API for tag concurrency slots before every tagged "
+        "task run, a blocking round trip on each dependency hop (benchmarks hop_profile), and on a "
+        "SQLite-backed server that request often gets a 503 and a 2 s retry (measured: +2 s in 13 of "
+        "20 small runs; none on PostgreSQL). A run's task runs are already grouped by its flow run.",
     )
     max_steps: int = Field(
         default=8, ge=1, description="Most model turns one node's tool loop may take before it fails."

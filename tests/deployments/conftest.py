@@ -74,6 +74,7 @@ def completed_run(prefect_server: PrefectServer, llm_server: FakeOpenAI, tmp_pat
         PREFECT_HOME=str(tmp / "prefect-home"),
         OPENAI_BASE_URL=llm_server.base_url,
         OPENAI_API_KEY="sk-test-key",
+        PLANFLOW_TASK_TAGS="true",  # opt-in (a round trip per task run): the UI's filter by run is tested
     )
     started = time.monotonic()
     result = run_cmd([sys.executable, str(RUN_PY), goal, "--run-key", run_key, "--quiet"], env, timeout=180, cwd=tmp)

@@ -213,8 +213,9 @@ class TestNaming:
         assert state.is_completed(), result
         assert result["answer"] == "result of node:a"
 
-    def test_task_runs_are_named_tagged_and_carry_the_plan_edges(self, fake_llm, run_key):
+    def test_task_runs_are_named_tagged_and_carry_the_plan_edges(self, fake_llm, run_key, monkeypatch):
         """The UI draws the DAG from each task run's inputs: every dependency must be there."""
+        monkeypatch.setenv("PLANFLOW_TASK_TAGS", "true")
         fake_llm.script("plan", plan_json(("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"])))
         state, result = run_flow("edges", run_key=run_key)
         assert state.is_completed(), result
@@ -229,8 +230,9 @@ class TestNaming:
         }
         assert upstream == {"a": set(), "b": {"a"}, "c": {"a"}, "d": {"b", "c"}}
 
-    def test_task_tags_can_be_turned_off(self, fake_llm, run_key, monkeypatch):
-        monkeypatch.setenv("PLANFLOW_TASK_TAGS", "false")
+    def test_task_runs_are_untagged_by_default(self, fake_llm, run_key, monkeypatch):
+        """Tags cost an API round trip per task run (Prefect's tag concurrency slots): opt-in."""
+        monkeypatch.delenv("PLANFLOW_TASK_TAGS", raising=False)
         fake_llm.script("plan", plan_json(("a", []), ("b", ["a"])))
         state, result = run_flow("untagged", run_key=run_key)
         assert state.is_completed(), result
