@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefect import get_run_logger
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run as current_flow_run
 
 from flows.runtime import RunResources
@@ -76,7 +77,7 @@ async def apply_rerun(resources: RunResources, request: RerunRequest) -> tuple[P
         return Plan.model_validate_json(latest.plan_json), latest.version
     rerun = plan_rerun(versions, request.node, request.description, run_key=f"run {run_key!r}")
     version = versions[-1].version + 1
-    requested_by = who_asked(current_flow_run.deployment_id is not None)
+    requested_by = who_asked(_from_a_deployment())
     superseded = resources.artifacts.node_states()  # before the record resets the rerun nodes
     await resources.write(
         ledger.record_rerun, run_key, version, rerun.plan,
@@ -89,6 +90,11 @@ async def apply_rerun(resources: RunResources, request: RerunRequest) -> tuple[P
         "; its task text changed" if rerun.description_changed else "",
     )
     return rerun.plan, version
+
+
+def _from_a_deployment() -> bool:
+    context = FlowRunContext.get()
+    return context is not None and context.flow_run is not None and context.flow_run.deployment_id is not None
 
 
 def rerun_versions_of(resources: RunResources) -> dict[str, int]:
