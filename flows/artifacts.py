@@ -30,7 +30,8 @@ from planner.ledger import Ledger, NodeRecord, PlanVersionRecord
 from planner.models import Plan, Repair
 from planner.plan_diff import final_statuses, plan_diff
 from planner.render import change_markdown, plan_markdown, repairs_markdown
-from planner.report import report_status
+from planner.rerun import rerun_info
+from planner.report import current_tool_calls, report_status
 
 __all__ = ["PROGRESS_INTERVAL", "RunArtifacts", "artifact_key"]
 
@@ -85,7 +86,14 @@ class RunArtifacts:
             return None
         previous = Plan.model_validate_json(versions[max(earlier)].plan_json)
         failed = record.failed_node
-        return change_markdown(
+        rerun = ""
+        if (info := rerun_info(record)) is not None:
+            again = ", ".join(f"`{n}`" for n in info["nodes"])
+            rerun = (
+                f"**Rerun from `{info['from']}`**, asked by {record.requested_by or 'someone'}: "
+                f"{again} run again; every other task is replayed.\n\n"
+            )
+        return rerun + change_markdown(
             max(earlier),
             plan_diff(previous, plan, failed=failed, action=record.action),
             action=record.action,
@@ -183,9 +191,7 @@ class RunArtifacts:
 
     async def results(self, plan: Plan, version: int, answer: str | None, error: str | None = None) -> None:
         rows = []
-        tool_calls: dict[str, int] = {}
-        for call in self.ledger.tool_calls(self.run_key):
-            tool_calls[call.node_id] = tool_calls.get(call.node_id, 0) + 1
+        tool_calls = {node: len(calls) for node, calls in current_tool_calls(self.ledger, self.run_key).items()}
         for node in self.ledger.nodes(self.run_key):
             duration = (
                 round((node.finished_at - node.started_at).total_seconds(), 2)

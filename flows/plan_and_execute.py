@@ -23,6 +23,7 @@ from prefect.utilities.annotations import quote
 from flows.executor import ExecutionResult, execute_plan
 from flows.human import FailureAnswer, ask_about_failure, ask_to_approve
 from flows.replan import ReplanSpec, replan
+from flows.rerun import RerunRequest, apply_rerun, check_rerun, rerun_versions_of
 from flows.runtime import RunResources, open_resources
 from flows.tasks import (
     NodeSpec,
@@ -96,6 +97,8 @@ async def plan_and_execute(
     builtin_tools: bool | None = None,
     max_steps: int | None = None,
     workspace: str | None = None,
+    rerun_from: str | None = None,
+    rerun_description: str | None = None,
 ) -> dict[str, Any]:
     """Plan `goal` (or run the given `plan`), execute every task, and synthesise an answer.
 
@@ -107,6 +110,9 @@ async def plan_and_execute(
     `tools` (modules with `@tool` functions), `mcp` (MCP server commands or URLs),
     `builtin_tools`, `max_steps` and `workspace` decide what nodes can do and how long
     each may try (see planner/tools).
+    `rerun_from` (a task id of the run's latest plan) makes a new plan version in which
+    that task and everything downstream run again and the rest is replayed; with
+    `rerun_description`, that task's text changes first (see flows/rerun.py).
     Returns {"run_key", "status", "answer", "plan_version"}; raises `RunFailedError`
     if a node fails for good and no replan is left, or a `PlanError` if no valid
     plan could be made.
@@ -128,18 +134,26 @@ async def plan_and_execute(
         workspace=workspace,
     )
     user_plan = compile_plan(plan, strict=True) if plan is not None else None
+    rerun = RerunRequest.from_parameters(rerun_from, rerun_description)
     ledger = Ledger(settings.ledger_url)
     try:
-        return await _run(ledger, settings, run_key, goal, user_plan)
+        return await _run(ledger, settings, run_key, goal, user_plan, rerun)
     finally:
         ledger.close()
 
 
 async def _run(
-    ledger: Ledger, settings: PlanflowSettings, run_key: str, goal: str, user_plan: CompiledPlan | None
+    ledger: Ledger,
+    settings: PlanflowSettings,
+    run_key: str,
+    goal: str,
+    user_plan: CompiledPlan | None,
+    rerun: RerunRequest | None = None,
 ) -> dict[str, Any]:
     """Claim the run key, then plan (or resume), execute and answer; the ledger says how it ended."""
     _check_run_key(ledger, run_key, goal)
+    if rerun is not None:
+        check_rerun(ledger, run_key, rerun)  # before the claim: a bad request leaves the run as it was
     owner = this_owner()
     flow_run_id = str(current_flow_run.id)
     model_name = EMBEDDED_MODEL_NAME if settings.uses_embedded_model else settings.model_name
@@ -152,6 +166,8 @@ async def _run(
         async with open_resources(settings, run_key, ledger, owner) as resources:
             try:
                 position = await _starting_position(resources, goal, user_plan)
+                if rerun is not None:
+                    position = _Position(*await apply_rerun(resources, rerun), position.replans_used)
                 if resources.settings.approve_plan:
                     position = await _human_review(resources, position)
                 position, execution = await _execute_with_replans(resources, goal, position)
@@ -424,6 +440,7 @@ async def _execute(
 ) -> ExecutionResult:
     settings, ledger, run_key = resources.settings, resources.ledger, resources.run_key
     plan, version = position.plan, position.version
+    reruns = rerun_versions_of(resources)  # nodes a person asked to rerun get keys of their own
     # One task object per plan version (its tags); each run is named from its spec.
     tags = [f"run:{run_key}", f"plan:v{version}"] if settings.task_tags else []
     node_task = execute_node.with_options(tags=tags, **retry_options(settings))
@@ -442,6 +459,7 @@ async def _execute(
             max_tokens=_node_max_tokens(resources),
             tools=_offered_tools(resources, task),
             max_steps=settings.max_steps,
+            rerun_version=reruns.get(node_id, 0),
         )
         # quote(): plain values, nothing for Prefect to walk; edges come from wait_for alone
         # (walking them also links interned strings such as the id "a" to a's result).
@@ -510,6 +528,7 @@ async def _synthesize(resources: RunResources, goal: str, plan: Plan, execution:
         context_chars=settings.context_chars,
         result_chars=settings.result_chars,
         max_tokens=_node_max_tokens(resources),
+        rerun_version=max(rerun_versions_of(resources).get(s, 0) for s in sinks),
     )
     return await synthesize_answer.with_options(**retry_options(settings))(
         quote(spec),

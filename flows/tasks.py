@@ -76,6 +76,8 @@ class NodeSpec(BaseModel):
     tools: tuple[str, ...] = ()
     """Tools the node is offered; none: one completion, no loop."""
     max_steps: int = 8
+    rerun_version: int = 0
+    """The plan version of the rerun that last invalidated this node; 0 if none (see planner/rerun.py)."""
     prompt_version: str = PROMPT_VERSION
 
 
@@ -89,6 +91,8 @@ class SynthesisSpec(BaseModel):
     context_chars: int
     result_chars: int
     max_tokens: int
+    rerun_version: int = 0
+    """The latest rerun version among the sinks: a rerun writes the answer again."""
     prompt_version: str = PROMPT_VERSION
 
 
@@ -187,6 +191,7 @@ def _node_key(context: Any, parameters: dict[str, Any]) -> str:
         upstream_results={dep: outcome.output for dep, outcome in upstream.items()},
         tools=spec.tools,
         max_steps=spec.max_steps,
+        rerun_version=spec.rerun_version,
     )
 
 
@@ -262,6 +267,7 @@ def _synthesis_key(context: Any, parameters: dict[str, Any]) -> str:
         model=spec.model,
         prompt_version=spec.prompt_version,
         sink_results={k: v.output for k, v in sinks.items()},
+        rerun_version=spec.rerun_version,
     )
 
 

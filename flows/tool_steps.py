@@ -47,6 +47,7 @@ class TurnSpec(BaseModel):
     tools: list[dict[str, Any]]
     model: str
     max_tokens: int
+    rerun_version: int = 0
 
 
 class CallSpec(BaseModel):
@@ -59,6 +60,7 @@ class CallSpec(BaseModel):
     tool: str
     arguments: str
     result_chars: int
+    rerun_version: int = 0
 
 
 def _turn_key(context: Any, parameters: dict[str, Any]) -> str:
@@ -70,6 +72,7 @@ def _turn_key(context: Any, parameters: dict[str, Any]) -> str:
         messages=spec.messages,
         tools=[t["function"]["name"] for t in spec.tools],
         model=spec.model,
+        rerun_version=spec.rerun_version,
     )
 
 
@@ -93,7 +96,8 @@ async def model_turn(spec: TurnSpec) -> Completion:
 def _call_key(context: Any, parameters: dict[str, Any]) -> str:
     spec: CallSpec = parameters["spec"]
     return tool_call_cache_key(
-        run_key=spec.run_key, node_id=spec.node_id, step=spec.step, index=spec.index, tool=spec.tool, arguments=spec.arguments
+        run_key=spec.run_key, node_id=spec.node_id, step=spec.step, index=spec.index, tool=spec.tool,
+        arguments=spec.arguments, rerun_version=spec.rerun_version,
     )
 
 
@@ -117,7 +121,8 @@ async def tool_call(spec: CallSpec) -> Observation:
         return Observation(spec.tool, spec.arguments, error=str(exc))
     ledger, write = resources.ledger, resources.write
     where = (spec.run_key, spec.node_id, spec.step, spec.index)
-    earlier = await write(ledger.tool_call, *where)
+    rerun = {"rerun_version": spec.rerun_version}  # a rerun's call is a call of its own: it runs again
+    earlier = await write(ledger.tool_call, *where, **rerun)
     if earlier is not None and earlier.finished_at is not None:  # done, but Prefect lost the result
         return Observation(spec.tool, spec.arguments, result=earlier.result, error=earlier.error)
     if earlier is not None and not tool.idempotent:
@@ -128,12 +133,12 @@ async def tool_call(spec: CallSpec) -> Observation:
         )
     secrets = _secrets(resources)
     await write(
-        ledger.tool_call_started, *where,
+        ledger.tool_call_started, *where, **rerun,
         tool=spec.tool, arguments=redact(spec.arguments[:ARGUMENTS_KEPT], secrets), idempotent=tool.idempotent,
     )
     observation = await _invoke(resources, tool, arguments, spec)
     await write(
-        ledger.tool_call_finished, *where,
+        ledger.tool_call_finished, *where, **rerun,
         result=None if observation.result is None else redact(observation.result, secrets),
         error=None if observation.error is None else redact(observation.error, secrets),
     )
@@ -141,7 +146,9 @@ async def tool_call(spec: CallSpec) -> Observation:
 
 
 async def _invoke(resources: RunResources, tool: Tool, arguments: dict[str, Any], spec: CallSpec) -> Observation:
-    key = idempotency_key(run_key=spec.run_key, node_id=spec.node_id, step=spec.step, index=spec.index)
+    key = idempotency_key(
+        run_key=spec.run_key, node_id=spec.node_id, step=spec.step, index=spec.index, rerun_version=spec.rerun_version
+    )
     timeout = resources.settings.tool_timeout
     try:
         result = await asyncio.wait_for(
@@ -179,6 +186,7 @@ class _DurableSteps:
             tools=self.definitions,
             model=self.spec.model,
             max_tokens=self.spec.max_tokens,
+            rerun_version=self.spec.rerun_version,
         )
         try:
             return await self.turn_task(quote(spec))
@@ -195,12 +203,15 @@ class _DurableSteps:
             tool=request.name,
             arguments=request.arguments,
             result_chars=self.spec.result_chars,
+            rerun_version=self.spec.rerun_version,
         )
         state = await tool_call(quote(spec), return_state=True)
         observation = await state.aresult()  # raises what the call raised (an unknown outcome)
         if state.name == "Cached":
             ledger = self.resources.ledger
-            await self.resources.write(ledger.tool_call_replayed, spec.run_key, spec.node_id, step, index)
+            await self.resources.write(
+                ledger.tool_call_replayed, spec.run_key, spec.node_id, step, index, rerun_version=spec.rerun_version
+            )
         return observation
 
 

@@ -16,6 +16,12 @@ the tools it offers (the step number only names it), and each tool call by its
 step, its place in the turn, the tool and the exact arguments: on resume the
 same conversation replays turn by turn, and a finished call is never repeated.
 
+A node's rerun version (`planner.rerun`: the plan version that last invalidated
+it, when a person asked to rerun it) is in its keys, its turns' and its tool
+calls' keys, and in the synthesis key, so the rerun really runs; it is left out
+when 0, so every key made before reruns existed is unchanged (a resume of an
+older run still replays).
+
 Left out on purpose: timestamps, attempt counts, retry settings and
 parallelism, which change how work is done, not what it is.
 """
@@ -48,6 +54,12 @@ def _safe(run_key: str) -> str:
     return "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in run_key)[:80]
 
 
+def _add_rerun(payload: dict[str, object], rerun_version: int) -> dict[str, object]:
+    if rerun_version:  # only nodes a person reran: every other key stays as it was
+        payload["rerun_version"] = rerun_version
+    return payload
+
+
 def node_cache_key(
     *,
     run_key: str,
@@ -59,6 +71,7 @@ def node_cache_key(
     upstream_results: Mapping[str, str],
     tools: Sequence[str] = (),
     max_steps: int | None = None,
+    rerun_version: int = 0,
 ) -> str:
     payload: dict[str, object] = {
         "run_key": run_key,
@@ -72,26 +85,40 @@ def node_cache_key(
     if tools:  # only nodes that may act: the keys of tool-less nodes stay as they were
         payload["tools"] = sorted(tools)
         payload["max_steps"] = max_steps
+    _add_rerun(payload, rerun_version)
     return f"planflow-node-{_safe(run_key)}-{_safe(node_id)}-{_digest(payload)}"
 
 
 def turn_cache_key(
-    *, run_key: str, node_id: str, step: int, messages: Sequence[Mapping[str, object]], tools: Sequence[str], model: str
+    *,
+    run_key: str,
+    node_id: str,
+    step: int,
+    messages: Sequence[Mapping[str, object]],
+    tools: Sequence[str],
+    model: str,
+    rerun_version: int = 0,
 ) -> str:
     """One model turn of a node's tool loop: what it is asked decides what it answers."""
-    digest = _digest({"run_key": run_key, "node_id": node_id, "messages": list(messages), "tools": sorted(tools), "model": model})
+    payload = {"run_key": run_key, "node_id": node_id, "messages": list(messages), "tools": sorted(tools), "model": model}
+    digest = _digest(_add_rerun(payload, rerun_version))
     return f"planflow-turn-{_safe(run_key)}-{_safe(node_id)}-s{step}-{digest}"
 
 
-def tool_call_cache_key(*, run_key: str, node_id: str, step: int, index: int, tool: str, arguments: str) -> str:
+def tool_call_cache_key(
+    *, run_key: str, node_id: str, step: int, index: int, tool: str, arguments: str, rerun_version: int = 0
+) -> str:
     """One tool call: its place in the node's conversation and exactly what was asked."""
-    digest = _digest({"run_key": run_key, "node_id": node_id, "step": step, "index": index, "tool": tool, "arguments": arguments})
+    payload = {"run_key": run_key, "node_id": node_id, "step": step, "index": index, "tool": tool, "arguments": arguments}
+    digest = _digest(_add_rerun(payload, rerun_version))
     return f"planflow-tool-{_safe(run_key)}-{_safe(node_id)}-s{step}c{index}-{digest}"
 
 
-def idempotency_key(*, run_key: str, node_id: str, step: int, index: int) -> str:
-    """The same for one call across resumes, so a tool can pass it to a payment API or a queue."""
-    return "planflow-" + _digest({"run_key": run_key, "node_id": node_id, "step": step, "index": index})
+def idempotency_key(*, run_key: str, node_id: str, step: int, index: int, rerun_version: int = 0) -> str:
+    """The same for one call across resumes, so a tool can pass it to a payment API or a queue;
+    a new one in a rerun, which asks for the effect again."""
+    payload = {"run_key": run_key, "node_id": node_id, "step": step, "index": index}
+    return "planflow-" + _digest(_add_rerun(payload, rerun_version))
 
 
 def plan_cache_key(
@@ -120,11 +147,12 @@ def plan_cache_key(
 
 
 def synthesis_cache_key(
-    *, run_key: str, goal: str, model: str, prompt_version: str, sink_results: Mapping[str, str]
+    *, run_key: str, goal: str, model: str, prompt_version: str, sink_results: Mapping[str, str], rerun_version: int = 0
 ) -> str:
-    digest = _digest(
-        {"run_key": run_key, "goal": goal, "model": model, "prompt_version": prompt_version, "sinks": dict(sink_results)}
-    )
+    """`rerun_version`: the latest among the sinks; a rerun writes the answer again even
+    when the rerun tasks said the same as before."""
+    payload = {"run_key": run_key, "goal": goal, "model": model, "prompt_version": prompt_version, "sinks": dict(sink_results)}
+    digest = _digest(_add_rerun(payload, rerun_version))
     return f"planflow-answer-{_safe(run_key)}-{digest}"
 
 

@@ -85,6 +85,8 @@ class PlanVersionRecord(SQLModel, table=True):
     failed_node: str | None = None
     plan_json: str
     repairs_json: str = "[]"
+    requested_by: str | None = None  # who asked for this version, when a person did (a rerun)
+    rerun_json: str | None = None  # a rerun's from, nodes, flow_run_id, previous_results (planner.rerun)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -128,11 +130,12 @@ class ToolCallRecord(SQLModel, table=True):
     that started and never ended is known after a crash (at most once for side effects)."""
 
     __tablename__ = "tool_calls"
-    __table_args__ = (UniqueConstraint("run_key", "node_id", "step", "call_index"),)
+    __table_args__ = (UniqueConstraint("run_key", "node_id", "rerun_version", "step", "call_index"),)
 
     id: int | None = Field(default=None, primary_key=True)
     run_key: str = Field(index=True)
     node_id: str
+    rerun_version: int = 0  # a rerun's calls are calls of their own (planner.rerun); the earlier ones stay
     step: int
     call_index: int
     tool: str
@@ -145,10 +148,11 @@ class ToolCallRecord(SQLModel, table=True):
     cached: bool = False  # replayed from Prefect's cache by a later run of the key
 
 
-def _tool_call_where(run_key: str, node_id: str, step: int, index: int) -> Any:
+def _tool_call_where(run_key: str, node_id: str, step: int, index: int, rerun_version: int = 0) -> Any:
     """The one row of a call: its place in the run (the table's unique key)."""
     c = ToolCallRecord.__table__.c
-    return (c.run_key == run_key) & (c.node_id == node_id) & (c.step == step) & (c.call_index == index)
+    place = (c.run_key == run_key) & (c.node_id == node_id) & (c.step == step) & (c.call_index == index)
+    return place & (c.rerun_version == rerun_version)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -182,6 +186,7 @@ class Ledger:
                 conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
             SQLModel.metadata.create_all(conn)
         self._add_missing_columns()
+        self._widen_tool_call_identity()
 
     def _add_missing_columns(self) -> None:
         """Bring a ledger made by an older Planflow up to date.
@@ -197,6 +202,44 @@ class Ledger:
                     if column.name not in existing:
                         kind = column.type.compile(dialect=self.engine.dialect)
                         conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+
+    def _widen_tool_call_identity(self) -> None:
+        """A ledger made before reruns has tool calls unique by (run, node, step, index):
+        rebuild that key with `rerun_version`, so a rerun's calls are rows of their own."""
+        wanted = ["run_key", "node_id", "rerun_version", "step", "call_index"]
+        old = ["run_key", "node_id", "step", "call_index"]
+
+        def outdated() -> list[Any]:
+            return [u for u in inspect(self.engine).get_unique_constraints("tool_calls") if u["column_names"] == old]
+
+        if not outdated():
+            return
+        table = ToolCallRecord.__table__
+        columns = ", ".join(f'"{c.name}"' for c in table.columns)
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+                conn.execute(text("UPDATE tool_calls SET rerun_version = 0 WHERE rerun_version IS NULL"))
+                for constraint in outdated():
+                    conn.execute(text(f'ALTER TABLE tool_calls DROP CONSTRAINT IF EXISTS "{constraint["name"]}"'))
+                conn.execute(text(f"ALTER TABLE tool_calls ADD UNIQUE ({', '.join(wanted)})"))
+                return
+            # SQLite cannot drop a constraint: copy the rows into a table made anew, in one transaction.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # another process migrating waits, then finds it done
+            if "rerun_version, step" in (conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tool_calls'"
+            ).scalar() or ""):
+                return
+            conn.exec_driver_sql("ALTER TABLE tool_calls RENAME TO tool_calls_before_reruns")
+            for index in table.indexes:
+                conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{index.name}"')
+            table.create(conn)
+            conn.exec_driver_sql(
+                f"INSERT INTO tool_calls ({columns}) SELECT "
+                + ", ".join("COALESCE(rerun_version, 0)" if c.name == "rerun_version" else f'"{c.name}"' for c in table.columns)
+                + " FROM tool_calls_before_reruns"
+            )
+            conn.exec_driver_sql("DROP TABLE tool_calls_before_reruns")
 
     @staticmethod
     def _make_engine(url: str) -> Engine:
@@ -368,6 +411,56 @@ class Ledger:
                 s.add(run)
             s.commit()
 
+    def record_rerun(
+        self,
+        run_key: str,
+        version: int,
+        plan: Plan,
+        *,
+        node: str,
+        nodes: Iterable[str],
+        requested_by: str,
+        flow_run_id: str | None,
+    ) -> None:
+        """Store a rerun's plan version and make its `nodes` pending again, in one transaction.
+
+        Their results so far are kept in the version's `rerun_json` (`previous_results`);
+        the new ones replace them in `nodes` as the nodes run. Once per version: recording
+        the same version again changes nothing.
+        """
+        nodes = list(nodes)
+        with Session(self.engine) as s:
+            if s.exec(
+                select(PlanVersionRecord).where(PlanVersionRecord.run_key == run_key, PlanVersionRecord.version == version)
+            ).first() is not None:
+                return
+            previous = {n: r.result for n in nodes if (r := s.get(NodeRecord, (run_key, n))) is not None and r.result}
+            rerun = {"from": node, "nodes": nodes, "flow_run_id": flow_run_id, "previous_results": previous}
+            s.add(
+                PlanVersionRecord(
+                    run_key=run_key, version=version, reason=f"rerun from {node}", action="rerun",
+                    plan_json=plan.model_dump_json(), requested_by=requested_by, rerun_json=json.dumps(rerun),
+                )
+            )
+            for task in plan.tasks:
+                record = s.get(NodeRecord, (run_key, task.id))
+                if record is None:
+                    continue
+                if task.id in nodes:
+                    record.status, record.cached, record.attempts, record.replan_pending = "pending", False, 0, False
+                    record.result = record.error = record.started_at = record.finished_at = None
+                    record.prompt_tokens = record.completion_tokens = 0
+                    record.plan_version = version
+                elif record.status not in ("completed", "cached"):
+                    record.plan_version, record.status, record.error = version, "pending", None
+                record.description = task.description
+                s.add(record)
+            run = s.get(RunRecord, run_key)
+            if run is not None:
+                run.plan_version = max(run.plan_version, version)
+                s.add(run)
+            s.commit()
+
     def plan_versions(self, run_key: str) -> list[PlanVersionRecord]:
         with Session(self.engine, expire_on_commit=False) as s:
             query = select(PlanVersionRecord).where(PlanVersionRecord.run_key == run_key)
@@ -444,37 +537,64 @@ class Ledger:
     # -- tool calls ----------------------------------------------------------------
 
     def tool_call_started(
-        self, run_key: str, node_id: str, step: int, index: int, *, tool: str, arguments: str, idempotent: bool
+        self,
+        run_key: str,
+        node_id: str,
+        step: int,
+        index: int,
+        *,
+        tool: str,
+        arguments: str,
+        idempotent: bool,
+        rerun_version: int = 0,
     ) -> None:
         """Record that a call is about to run (again, for an idempotent re-run after a crash)."""
         values = dict(tool=tool, arguments=arguments, idempotent=idempotent, started_at=utcnow(),
                       finished_at=None, result=None, error=None, cached=False)
         table = ToolCallRecord.__table__
         with self.engine.begin() as conn:
-            where = _tool_call_where(run_key, node_id, step, index)
+            where = _tool_call_where(run_key, node_id, step, index, rerun_version)
             if conn.execute(table.update().where(where).values(**values)).rowcount == 0:
-                conn.execute(table.insert().values(run_key=run_key, node_id=node_id, step=step, call_index=index, **values))
+                conn.execute(table.insert().values(
+                    run_key=run_key, node_id=node_id, rerun_version=rerun_version, step=step, call_index=index, **values
+                ))
 
     def tool_call_finished(
-        self, run_key: str, node_id: str, step: int, index: int, *, result: str | None, error: str | None
+        self,
+        run_key: str,
+        node_id: str,
+        step: int,
+        index: int,
+        *,
+        result: str | None,
+        error: str | None,
+        rerun_version: int = 0,
     ) -> None:
-        self._update_tool_call(run_key, node_id, step, index, result=result, error=error, finished_at=utcnow())
+        where = (run_key, node_id, step, index, rerun_version)
+        self._update_tool_call(*where, result=result, error=error, finished_at=utcnow())
 
-    def tool_call_replayed(self, run_key: str, node_id: str, step: int, index: int) -> None:
-        self._update_tool_call(run_key, node_id, step, index, cached=True)
+    def tool_call_replayed(self, run_key: str, node_id: str, step: int, index: int, *, rerun_version: int = 0) -> None:
+        self._update_tool_call(run_key, node_id, step, index, rerun_version, cached=True)
 
-    def _update_tool_call(self, run_key: str, node_id: str, step: int, index: int, **values: Any) -> None:
+    def _update_tool_call(
+        self, run_key: str, node_id: str, step: int, index: int, rerun_version: int, **values: Any
+    ) -> None:
+        where = _tool_call_where(run_key, node_id, step, index, rerun_version)
         with self.engine.begin() as conn:
-            conn.execute(ToolCallRecord.__table__.update().where(_tool_call_where(run_key, node_id, step, index)).values(**values))
+            conn.execute(ToolCallRecord.__table__.update().where(where).values(**values))
 
-    def tool_call(self, run_key: str, node_id: str, step: int, index: int) -> ToolCallRecord | None:
+    def tool_call(
+        self, run_key: str, node_id: str, step: int, index: int, *, rerun_version: int = 0
+    ) -> ToolCallRecord | None:
         with Session(self.engine) as s:
-            return s.exec(select(ToolCallRecord).where(_tool_call_where(run_key, node_id, step, index))).first()
+            where = _tool_call_where(run_key, node_id, step, index, rerun_version)
+            return s.exec(select(ToolCallRecord).where(where)).first()
 
     def tool_calls(self, run_key: str, node_id: str | None = None) -> list[ToolCallRecord]:
-        """A run's tool calls (or one node's), in the order they were made."""
+        """A run's tool calls (or one node's), in the order they were made (a rerun's after the earlier ones)."""
         with Session(self.engine) as s:
             query = select(ToolCallRecord).where(ToolCallRecord.run_key == run_key)
             if node_id is not None:
                 query = query.where(ToolCallRecord.node_id == node_id)
-            return list(s.exec(query.order_by(ToolCallRecord.node_id, ToolCallRecord.step, ToolCallRecord.call_index)))
+            order = (ToolCallRecord.node_id, ToolCallRecord.rerun_version, ToolCallRecord.step, ToolCallRecord.call_index)
+            return list(s.exec(query.order_by(*order)))

@@ -1,7 +1,8 @@
 """The run report (`--report FILE`): built from the ledger alone, so it is the same
 whether the run just finished here, crashed and resumed, or ran on a worker.
 
-Each task lists its tool calls (`tool_calls`) and its model turns (`steps`). Tool
+Each task lists its tool calls (`tool_calls`, of its latest run: a rerun's, once a
+person reran it) and its model turns (`steps`). Tool
 call rows are redacted (the API key) when they are written, and results are cut
 to `TOOL_RESULT_CHARS` here, so the report holds no secret the ledger does not.
 """
@@ -14,8 +15,17 @@ from datetime import datetime
 from typing import Any
 
 from planner.ledger import Ledger, NodeRecord, ToolCallRecord
+from planner.rerun import rerun_info, rerun_versions
 
-__all__ = ["REPORT_TASK_STATUSES", "TOOL_RESULT_CHARS", "build_report", "node_steps", "report_status", "tool_call_entry"]
+__all__ = [
+    "REPORT_TASK_STATUSES",
+    "TOOL_RESULT_CHARS",
+    "build_report",
+    "current_tool_calls",
+    "node_steps",
+    "report_status",
+    "tool_call_entry",
+]
 
 REPORT_TASK_STATUSES = ("completed", "failed", "skipped", "cached")
 
@@ -64,6 +74,16 @@ def node_steps(node: NodeRecord, calls: list[ToolCallRecord]) -> int:
     return last or (1 if node.attempts else 0)
 
 
+def current_tool_calls(ledger: Ledger, run_key: str) -> dict[str, list[ToolCallRecord]]:
+    """Each node's tool calls of its latest run: a rerun node's earlier calls stay in the ledger, not here."""
+    reruns = rerun_versions(ledger.plan_versions(run_key))
+    calls: dict[str, list[ToolCallRecord]] = defaultdict(list)
+    for call in ledger.tool_calls(run_key):
+        if (call.rerun_version or 0) == reruns.get(call.node_id, 0):
+            calls[call.node_id].append(call)
+    return calls
+
+
 def build_report(ledger: Ledger, run_key: str) -> dict[str, Any]:
     run = ledger.run(run_key)
     if run is None:
@@ -76,12 +96,12 @@ def build_report(ledger: Ledger, run_key: str) -> dict[str, Any]:
             "failed_node": v.failed_node,
             "tasks": json.loads(v.plan_json)["tasks"],
             "repairs": json.loads(v.repairs_json),
+            "requested_by": v.requested_by,
+            "rerun": rerun_info(v),
         }
         for v in ledger.plan_versions(run_key)
     ]
-    calls_by_node: dict[str, list[ToolCallRecord]] = defaultdict(list)
-    for call in ledger.tool_calls(run_key):
-        calls_by_node[call.node_id].append(call)
+    calls_by_node = current_tool_calls(ledger, run_key)
     tasks = [
         {
             "id": n.node_id,

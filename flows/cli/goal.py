@@ -40,6 +40,7 @@ runs (the ledger, for people without the Prefect UI open):
   planflow runs list                list recent runs and their status
   planflow runs show KEY [--json]   one run: plan versions, tasks, tokens (--json: the report)
   planflow runs resume KEY          resume a run by key (same as GOAL --run-key KEY)
+  planflow runs rerun KEY --from T  run task T and everything downstream again; the rest replays
   planflow --resume FLOW_RUN_ID     resume the run that flow run belongs to
   planflow runs --help              every runs command
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.cli.common import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, Unavailable, add_run_options, fail, open_ledger, quiet_prefect
+from flows.cli.runs_rerun import add_rerun
 
 __all__ = ["runs_main"]
 
@@ -83,7 +84,9 @@ def _show(args: argparse.Namespace, ledger: Any) -> int:
     console = Console()
     console.print(f"[bold]{run.goal}[/]\nrun {run.run_key} · {run.status} · flow run {run.flow_run_id}")
     for version in report["plan_versions"]:
-        console.print(f"plan v{version['version']}: {version['reason']}" + (f" ({version['action']})" if version["action"] else ""))
+        asked = f", asked by {version['requested_by']}" if version["requested_by"] else ""
+        action = f" ({version['action']}{asked})" if version["action"] else ""
+        console.print(f"plan v{version['version']}: {version['reason']}{action}", markup=False, highlight=False)
     table = Table(box=None, header_style="bold")
     for column in ("id", "status", "tries", "steps", "tools", "tokens", "result / error"):
         table.add_column(column)
@@ -138,7 +141,7 @@ def _resume(args: argparse.Namespace, ledger: Any) -> int:
     return run_goal(ledger, run.goal, run.run_key, None, args)
 
 
-SUBCOMMANDS: tuple[Register, ...] = (_add_list, _add_show, _add_resume)
+SUBCOMMANDS: tuple[Register, ...] = (_add_list, _add_show, _add_resume, add_rerun)
 
 
 def _parser() -> argparse.ArgumentParser:
