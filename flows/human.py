@@ -153,7 +153,8 @@ async def ask_to_approve(resources: RunResources, plan: Plan, version: int) -> P
         + _pretty(plan)
         + "\n```"
     )
-    question = f"approve plan v{version} ({len(plan.tasks)} tasks) before any task runs"
+    count = len(plan.tasks)
+    question = f"approve plan v{version} ({count} task{'s' if count != 1 else ''}) before any task runs"
     review, decision = await _ask(
         resources, with_initial_data(PlanReview, description, plan_json=_pretty(plan)),
         kind="approval", key=_approval_key(version), version=version, question=question,

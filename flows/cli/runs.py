@@ -115,9 +115,13 @@ def _decision_line(decision: dict[str, Any]) -> str:
     """`plan v1 approval: edit by alice at 2026-01-02 10:00:00 — added c`: one pause of `runs show`."""
     where = f"plan v{decision['plan_version']} {decision['kind']}"
     if decision["decided_at"] is None:
-        return f"  {where}: waiting for a person since {decision['asked_at'][:19]} — {decision['question']}"
+        return f"  {where}: waiting for a person since {_when(decision['asked_at'])} — {decision['question']}"
     detail = f" — {decision['detail']}" if decision["detail"] else ""
-    return f"  {where}: {decision['action']} by {decision['decided_by']} at {decision['decided_at'][:19]}{detail}"
+    return f"  {where}: {decision['action']} by {decision['decided_by']} at {_when(decision['decided_at'])}{detail}"
+
+
+def _when(iso: str) -> str:
+    return iso[:19].replace("T", " ")
 
 
 def _tool_call_line(node_id: str, call: dict[str, Any]) -> str:

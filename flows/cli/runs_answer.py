@@ -218,11 +218,13 @@ def _user() -> str:
 
 def _done(command: str, run_key: str, text: str, state: Any, who: str) -> str:
     """The one line a command prints about what it did."""
-    version = (state.state_details.pause_key or "").rsplit("-v", 1)[-1]
-    what = {
-        "approve": f"approved plan v{version} of run {run_key}",
-        "edit": f"sent an edited plan ({len(json.loads(text)['tasks'])} tasks) to run {run_key}",
-        "abort": f"aborted run {run_key}" + (f": {text}" if text else ""),
-        "hint": f"sent your hint to run {run_key}'s replanner",
-    }[command]
+    if command == "approve":
+        version = (state.state_details.pause_key or "").rsplit("-v", 1)[-1]
+        what = f"approved plan v{version} of run {run_key}"
+    elif command == "edit":
+        what = f"sent an edited plan ({len(json.loads(text)['tasks'])} tasks) to run {run_key}"
+    elif command == "abort":
+        what = f"aborted run {run_key}" + (f": {text}" if text else "")
+    else:
+        what = f"sent your hint to run {run_key}'s replanner"
     return f"{what} (decided by {who}); the run takes it up at its next check"
