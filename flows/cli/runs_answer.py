@@ -108,7 +108,8 @@ def _answer(args: argparse.Namespace, ledger: Any) -> int:
                     EXIT_BAD_INPUT,
                 )
             who = _user()
-            result = client.resume_flow_run(run.flow_run_id, run_input=answer_input(kind, args.command, text, decided_by=who))
+            answer = answer_input(kind, args.command, text, decided_by=who)
+            result = client.resume_flow_run(run.flow_run_id, run_input=answer)
     except NotPaused as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
     except Unavailable as exc:
@@ -170,7 +171,9 @@ class _Checked:
                 f"({type(exc).__name__}: {first_line(exc)})"
             ) from None
         except ObjectNotFound:
-            raise Unavailable(f"the Prefect API at {self._url} has no flow run {args[0]} (a different server now?)") from None
+            raise Unavailable(
+                f"the Prefect API at {self._url} has no flow run {args[0]} (a different server now?)"
+            ) from None
         except httpx.HTTPStatusError as exc:
             raise Unavailable(
                 f"the Prefect API at {self._url} refused the request (HTTP {exc.response.status_code})"
@@ -189,7 +192,8 @@ def _paused(client: _Checked, ledger: Any, run: Any) -> tuple[str, Any]:
         if state is not None and state.is_paused():
             kind = pause_kind(state.state_details.pause_key)
             if kind is None:
-                raise NotPaused(f"run {run.run_key} is paused, but not by Planflow (pause {state.state_details.pause_key!r})")
+                key = state.state_details.pause_key
+                raise NotPaused(f"run {run.run_key} is paused, but not by Planflow (pause {key!r})")
             return kind, state
         # The ledger records a pause a moment before Prefect's state says Paused.
         if ledger.open_pause(run.run_key) is None or time.monotonic() > deadline:
