@@ -1,11 +1,13 @@
 """The CLI's live view of a run, drawn from the ledger (so it shows resumed and
-cached work exactly as the report will)."""
+cached work exactly as the report will). When the run pauses for a person, the
+view prints what it waits for once per pause, above the table."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Callable
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -13,7 +15,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from planner.ledger import Ledger, NodeRecord
+from planner.ledger import DecisionRecord, Ledger, NodeRecord, RunRecord
 
 __all__ = ["LiveRunView", "render_run"]
 
@@ -62,16 +64,56 @@ def render_run(ledger: Ledger, run_key: str, started: float, note: str = "") -> 
     return Group(header, table)
 
 
-class LiveRunView:
-    """Redraws the run a few times a second on stderr until stopped."""
+PauseNotice = Callable[[RunRecord, DecisionRecord], str]
+"""What to print when the run pauses for a person (the CLI's answer commands)."""
 
-    def __init__(self, ledger: Ledger, run_key: str, console: Console, interval: float = 0.25) -> None:
+
+class LiveRunView:
+    """Redraws the run a few times a second on stderr until stopped.
+
+    With `pause_notice`, a pause of the run is told once (`progress=False`: only
+    that, for `--quiet`, since a paused run waits on the reader).
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        run_key: str,
+        console: Console,
+        interval: float = 0.25,
+        *,
+        pause_notice: PauseNotice | None = None,
+        progress: bool = True,
+    ) -> None:
         self._ledger, self._run_key, self._console = ledger, run_key, console
         self._interval = interval
         self._stop = threading.Event()
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="planflow-display", daemon=True)
+        self._pause_notice, self._progress = pause_notice, progress
+        self._told = self._open_pause_id()  # one left open by an earlier, killed process is not this run's
         self.note = ""
+
+    def _open_pause_id(self) -> int | None:
+        try:
+            pause = self._ledger.open_pause(self._run_key)
+        except Exception:  # the display must never take a run down
+            return None
+        return pause.id if pause is not None else None
+
+    def _pause_to_tell(self) -> str | None:
+        """The notice of a pause not told yet, if the run waits in one."""
+        if self._pause_notice is None:
+            return None
+        try:
+            pause = self._ledger.open_pause(self._run_key)
+            run = self._ledger.run(self._run_key)
+            if pause is None or pause.id == self._told or run is None:
+                return None
+            self._told = pause.id
+            return self._pause_notice(run, pause)
+        except Exception:
+            return None
 
     def _render(self) -> Group | Spinner:
         try:
@@ -79,9 +121,18 @@ class LiveRunView:
         except Exception:  # the display must never take a run down (e.g. a locked DB)
             return Spinner("dots", text=Text(f"running {self._run_key} …"))
 
+    def _tell(self, console: Console) -> None:
+        if (notice := self._pause_to_tell()) is not None:
+            console.print(notice, markup=False, highlight=False, soft_wrap=True)
+
     def _loop(self) -> None:
+        if not self._progress:
+            while not self._stop.wait(self._interval):
+                self._tell(self._console)
+            return
         with Live(self._render(), console=self._console, refresh_per_second=8, transient=False) as live:
             while not self._stop.wait(self._interval):
+                self._tell(live.console)
                 live.update(self._render())
         if not self._console.is_terminal:  # rich ends the last line only on a terminal
             self._console.line()

@@ -26,6 +26,7 @@ from planner.models import Plan, Repair
 
 __all__ = [
     "HEARTBEAT_STALE_AFTER",
+    "DecisionRecord",
     "Ledger",
     "LLMCallRecord",
     "NodeRecord",
@@ -146,6 +147,29 @@ class ToolCallRecord(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     cached: bool = False  # replayed from Prefect's cache by a later run of the key
+
+
+class DecisionRecord(SQLModel, table=True):
+    """A pause for a person (`--approve-plan`, `--on-exhausted ask`) and what they decided.
+
+    Written when the run pauses (what it waits for) and again when it is answered
+    (who, what, when): a row with no `decided_at` is a pause still waiting.
+    """
+
+    __tablename__ = "decisions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_key: str = Field(index=True)
+    kind: str  # approval | failure
+    pause_key: str  # Prefect's pause key, which names the run input the answer goes to
+    plan_version: int
+    node_id: str | None = None  # with a failure: the task that failed
+    question: str  # what the run waits for, in one line
+    asked_at: datetime = Field(default_factory=utcnow)
+    action: str | None = None  # approve | edit | abort | replan | timed_out | unanswered
+    detail: str = ""  # the hint, the reason, or what an edit changed
+    decided_by: str | None = None  # a user name (the CLI's), or "ui" when the form gave none
+    decided_at: datetime | None = None
 
 
 def _tool_call_where(run_key: str, node_id: str, step: int, index: int, rerun_version: int = 0) -> Any:
@@ -533,6 +557,53 @@ class Ledger:
                 ).where(LLMCallRecord.run_key == run_key)
             ).one()
             return {"calls": int(row[0]), "prompt_tokens": int(row[1]), "completion_tokens": int(row[2])}
+
+    # -- a person's decisions ----------------------------------------------------
+
+    def pause_asked(
+        self, run_key: str, *, kind: str, pause_key: str, plan_version: int, question: str, node_id: str | None = None
+    ) -> int:
+        """Record that the run now waits for a person; returns the decision's id.
+
+        A run pauses once at a time, so a pause still open from an earlier process
+        (killed while it waited) was never answered: it is closed as such.
+        """
+        table = DecisionRecord.__table__
+        with self.engine.begin() as conn:
+            conn.execute(
+                table.update()
+                .where(table.c.run_key == run_key, table.c.decided_at.is_(None))
+                .values(action="unanswered", detail="the run's process ended while it waited", decided_at=utcnow())
+            )
+            inserted = conn.execute(
+                table.insert().values(
+                    run_key=run_key, kind=kind, pause_key=pause_key, plan_version=plan_version,
+                    node_id=node_id, question=question, asked_at=utcnow(), detail="",
+                )
+            )
+            return int(inserted.inserted_primary_key[0])
+
+    def pause_answered(self, decision_id: int, *, action: str, detail: str, decided_by: str) -> None:
+        """Record what a person decided (or that nobody did: `action="timed_out"`)."""
+        table = DecisionRecord.__table__
+        with self.engine.begin() as conn:
+            conn.execute(
+                table.update()
+                .where(table.c.id == decision_id)
+                .values(action=action, detail=detail, decided_by=decided_by, decided_at=utcnow())
+            )
+
+    def open_pause(self, run_key: str) -> DecisionRecord | None:
+        """The pause the run waits in now (as far as the ledger knows), if any."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            query = select(DecisionRecord).where(DecisionRecord.run_key == run_key, DecisionRecord.decided_at.is_(None))
+            return s.exec(query.order_by(DecisionRecord.id.desc())).first()
+
+    def decisions(self, run_key: str) -> list[DecisionRecord]:
+        """A run's pauses and their answers, oldest first (an open pause last, undecided)."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            query = select(DecisionRecord).where(DecisionRecord.run_key == run_key)
+            return list(s.exec(query.order_by(DecisionRecord.id)))
 
     # -- tool calls ----------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 whether the run just finished here, crashed and resumed, or ran on a worker.
 
 Each task lists its tool calls (`tool_calls`, of its latest run: a rerun's, once a
-person reran it) and its model turns (`steps`). Tool
+person reran it) and its model turns (`steps`); `decisions` lists each pause for a
+person and what they decided (who, what, when). Tool
 call rows are redacted (the API key) when they are written, and results are cut
 to `TOOL_RESULT_CHARS` here, so the report holds no secret the ledger does not.
 """
@@ -14,7 +15,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from planner.ledger import Ledger, NodeRecord, ToolCallRecord
+from planner.ledger import DecisionRecord, Ledger, NodeRecord, ToolCallRecord
 from planner.rerun import rerun_info, rerun_versions
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "TOOL_RESULT_CHARS",
     "build_report",
     "current_tool_calls",
+    "decision_entry",
     "node_steps",
     "report_status",
     "tool_call_entry",
@@ -62,6 +64,22 @@ def tool_call_entry(call: ToolCallRecord) -> dict[str, Any]:
         "started_at": _iso(call.started_at),
         "finished_at": _iso(call.finished_at),
         "cached": call.cached,
+    }
+
+
+def decision_entry(decision: DecisionRecord) -> dict[str, Any]:
+    """One pause as the report shows it: what it waited for, and who decided what, when
+    (`action` and `decided_at` are null while it still waits)."""
+    return {
+        "kind": decision.kind,
+        "plan_version": decision.plan_version,
+        "node": decision.node_id,
+        "question": decision.question,
+        "asked_at": _iso(decision.asked_at),
+        "action": decision.action,
+        "detail": decision.detail,
+        "decided_by": decision.decided_by,
+        "decided_at": _iso(decision.decided_at),
     }
 
 
@@ -134,5 +152,6 @@ def build_report(ledger: Ledger, run_key: str) -> dict[str, Any]:
         "finished_at": _iso(run.finished_at),
         "plan_versions": versions,
         "tasks": tasks,
+        "decisions": [decision_entry(d) for d in ledger.decisions(run_key)],
         "llm": ledger.llm_totals(run_key),
     }

@@ -107,9 +107,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                          help="fail the run at the first permanent task failure")
     parser.add_argument("--max-replans", type=non_negative_int, metavar="N", help="replans allowed per run (default 2)")
     parser.add_argument("--on-exhausted", choices=["fail", "ask"],
-                        help="when no replan is left: fail (default), or pause and ask a person in the Prefect UI")
+                        help="when no replan is left: fail (default), or pause and ask a person "
+                             "(the Prefect UI, or planflow runs hint|edit|abort KEY)")
     parser.add_argument("--approve-plan", action="store_true", default=None,
-                        help="pause before any task runs so a person can review or edit the plan in the Prefect UI")
+                        help="pause before any task runs so a person can review or edit the plan "
+                             "(the Prefect UI, or planflow runs approve|edit|abort KEY)")
     tools = parser.add_argument_group("tools (what a task may call; not with the embedded model)")
     tools.add_argument("--tools", action="append", metavar="MODULE",
                        help="offer every @tool in this module (dotted name or .py path); repeatable")

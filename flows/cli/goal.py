@@ -41,6 +41,11 @@ runs (the ledger, for people without the Prefect UI open):
   planflow runs show KEY [--json]   one run: plan versions, tasks, tokens (--json: the report)
   planflow runs resume KEY          resume a run by key (same as GOAL --run-key KEY)
   planflow runs rerun KEY --from T  run task T and everything downstream again; the rest replays
+  planflow runs approve KEY         a run paused for a person (--approve-plan): run its plan
+  planflow runs edit KEY plan.json  a paused run: run this plan instead (checked like --plan)
+  planflow runs abort KEY --reason TEXT
+                                    a paused run: stop it (the work done so far is kept)
+  planflow runs hint KEY TEXT       a run paused by --on-exhausted ask: replan once more, with a hint
   planflow --resume FLOW_RUN_ID     resume the run that flow run belongs to
   planflow runs --help              every runs command
 
@@ -124,6 +129,7 @@ def run_goal(
 
     from rich.console import Console
 
+    from flows.cli.runs_answer import pause_notice
     from flows.display import LiveRunView
     from flows.plan_and_execute import plan_and_execute
     from planner.errors import PlanflowError, RunInProgressError, UserInputError
@@ -132,12 +138,12 @@ def run_goal(
 
     console = Console(stderr=True)
     started = time.monotonic()
-    view = LiveRunView(ledger, run_key, console) if not args.quiet else None
-    if view is not None and PlanflowSettings().uses_embedded_model and args.model in (None, "embedded"):
+    # With --quiet the view draws nothing, but a pause for a person is still told: the run waits on the reader.
+    view = LiveRunView(ledger, run_key, console, pause_notice=pause_notice, progress=not args.quiet)
+    if not args.quiet and PlanflowSettings().uses_embedded_model and args.model in (None, "embedded"):
         view.note = f"starting the embedded model and planning {run_key} …"
     try:
-        if view is not None:
-            view.__enter__()
+        view.__enter__()
         try:
             state = asyncio.run(
                 plan_and_execute(
@@ -161,8 +167,7 @@ def run_goal(
                 )
             )
         finally:
-            if view is not None:
-                view.__exit__(None, None, None)
+            view.__exit__(None, None, None)
     except KeyboardInterrupt:
         return fail(f"interrupted; resume with --run-key {run_key}", EXIT_INTERRUPTED)
     except Exception as exc:  # Prefect could not start the flow run, or lost its API during it

@@ -103,11 +103,28 @@ def _show(args: argparse.Namespace, ledger: Any) -> int:
             for call in task["tool_calls"]:
                 # Arguments are the model's text: printed as they are, never as markup.
                 console.print(_tool_call_line(task["id"], call), markup=False, highlight=False, soft_wrap=True)
+    if report["decisions"]:
+        console.print("\n[bold]decisions[/]")
+        for decision in report["decisions"]:
+            console.print(_decision_line(decision), markup=False, highlight=False, soft_wrap=True)
     if run.answer:
         console.print(f"\n[bold]answer[/]\n{run.answer}")
     llm = report["llm"]
     console.print(f"\n{llm['calls']} model calls · {llm['prompt_tokens']} prompt + {llm['completion_tokens']} completion tokens")
     return 0
+
+
+def _decision_line(decision: dict[str, Any]) -> str:
+    """`plan v1 approval: edit by alice at 2026-01-02 10:00:00 — added c`: one pause of `runs show`."""
+    where = f"plan v{decision['plan_version']} {decision['kind']}"
+    if decision["decided_at"] is None:
+        return f"  {where}: waiting for a person since {_when(decision['asked_at'])} — {decision['question']}"
+    detail = f" — {decision['detail']}" if decision["detail"] else ""
+    return f"  {where}: {decision['action']} by {decision['decided_by']} at {_when(decision['decided_at'])}{detail}"
+
+
+def _when(iso: str) -> str:
+    return iso[:19].replace("T", " ")
 
 
 def _tool_call_line(node_id: str, call: dict[str, Any]) -> str:
@@ -141,7 +158,13 @@ def _resume(args: argparse.Namespace, ledger: Any) -> int:
     return run_goal(ledger, run.goal, run.run_key, None, args)
 
 
-SUBCOMMANDS: tuple[Register, ...] = (_add_list, _add_show, _add_resume, add_rerun)
+def _add_answers(commands: Any) -> None:
+    from flows.cli.runs_answer import add_answer_commands
+
+    add_answer_commands(commands)
+
+
+SUBCOMMANDS: tuple[Register, ...] = (_add_list, _add_show, _add_resume, add_rerun, _add_answers)
 
 
 def _parser() -> argparse.ArgumentParser:

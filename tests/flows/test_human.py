@@ -60,6 +60,10 @@ def test_a_person_edits_the_plan_before_it_runs(fake_llm, run_key, ledger):
     assert {c.key for c in fake_llm.calls} == {"plan", "node:only"}
     versions = ledger.plan_versions(run_key)
     assert [(v.version, v.action) for v in versions] == [(1, None), (2, "edited")]
+    # Answered with no name (as the UI's form is): recorded as from the UI, with what the edit changed.
+    (decision,) = ledger.decisions(run_key)
+    assert (decision.kind, decision.action, decision.decided_by) == ("approval", "edit", "ui")
+    assert decision.detail == "added only; removed a, b"
 
 
 def test_a_person_gives_the_replanner_a_hint_when_replans_run_out(fake_llm, run_key, ledger):
@@ -95,6 +99,16 @@ def test_a_person_aborts_with_a_reason(fake_llm, run_key, ledger):
     rows = json.loads(rows) if isinstance(rows, str) else rows
     reported = {t["id"]: t["status"] for t in build_report(ledger, run_key)["tasks"]}
     assert {r["node"]: r["status"] for r in rows} == reported == {"a": "completed", "b": "failed", "c": "skipped"}
+
+
+def test_a_pause_nobody_answers_is_recorded_as_timed_out(fake_llm, run_key, ledger, monkeypatch):
+    monkeypatch.setenv("PLANFLOW_PAUSE_TIMEOUT", "2")
+    fake_llm.script("plan", plan_json(("a", [])))
+    state, _ = run_flow("nobody home", run_key=run_key, approve_plan=True)
+    assert state.is_failed() and "nobody reviewed the plan within 2 s" in ledger.run(run_key).error
+    (decision,) = ledger.decisions(run_key)
+    assert (decision.action, decision.decided_by) == ("timed_out", "nobody") and decision.decided_at is not None
+    assert ledger.open_pause(run_key) is None
 
 
 def test_the_pause_form_describes_every_field_and_starts_from_the_plan_pretty_printed():

@@ -248,6 +248,31 @@ class TestReport:
             build_report(ledger, "nope")
 
 
+class TestDecisions:
+    """A pause for a person is kept when asked and again when answered."""
+
+    def test_a_pause_waits_until_answered_then_says_who_what_when(self, ledger: Ledger) -> None:
+        started(ledger)
+        asked = ledger.pause_asked(RUN, kind="failure", pause_key="failure-t2-v1", plan_version=1,
+                                   question="task 't2' failed", node_id="t2")
+        assert ledger.open_pause(RUN).id == asked
+        ledger.pause_answered(asked, action="replan", detail="be brief", decided_by="alice")
+        assert ledger.open_pause(RUN) is None
+        [entry] = build_report(ledger, RUN)["decisions"]
+        assert {k: entry[k] for k in ("kind", "plan_version", "node", "action", "detail", "decided_by")} == {
+            "kind": "failure", "plan_version": 1, "node": "t2", "action": "replan", "detail": "be brief",
+            "decided_by": "alice",
+        }
+        assert entry["decided_at"] >= entry["asked_at"]
+
+    def test_a_new_pause_closes_one_a_killed_process_left_open(self, ledger: Ledger) -> None:
+        started(ledger)
+        left = ledger.pause_asked(RUN, kind="approval", pause_key="approve-plan-v1", plan_version=1, question="q")
+        again = ledger.pause_asked(RUN, kind="approval", pause_key="approve-plan-v1", plan_version=1, question="q")
+        assert ledger.open_pause(RUN).id == again != left
+        assert [(d.id, d.action) for d in ledger.decisions(RUN)] == [(left, "unanswered"), (again, None)]
+
+
 class TestRunClaims:
     """One run key is executed by one live process at a time."""
 
