@@ -215,7 +215,7 @@ def _node_run_name(parameters: dict[str, Any]) -> str:
 async def execute_node(spec: NodeSpec, upstream: dict[str, NodeOutcome]) -> NodeOutcome:
     """Run one plan node: the goal, its task and its direct dependencies' results only."""
     resources = current_resources()
-    await resources.write(resources.ledger.node_attempt_started, spec.run_key, spec.task.id)
+    attempt = await resources.write(resources.ledger.node_attempt_started, spec.run_key, spec.task.id)
     messages = execution_messages(
         spec.goal,
         spec.task,
@@ -226,7 +226,7 @@ async def execute_node(spec: NodeSpec, upstream: dict[str, NodeOutcome]) -> Node
     if spec.tools:
         from flows.tool_steps import run_node_with_tools  # it builds on this module
 
-        return await run_node_with_tools(spec, messages)
+        return await run_node_with_tools(spec, messages, first_attempt=attempt == 1)
     completion = await call_model(
         messages=messages, purpose="node", node_id=spec.task.id, max_tokens=spec.max_tokens, **_free_text_options()
     )

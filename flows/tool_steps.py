@@ -4,6 +4,14 @@ Both kinds of step run nested under the node's task run, persisted and keyed by
 content (`planner.cache_keys`), so a run killed in step 5 resumes at step 5:
 earlier turns and calls come back `Cached`, and nothing is paid or done twice.
 
+One exception, for speed: the first turn of a node's first attempt cannot be in
+any cache yet, so it is asked directly, without a task run of its own (which
+costs two more state changes and a result file on every dependency hop). If it
+asks for tools, it is recorded as step 1 (under the key `model_turn` would use)
+before any tool runs; if it answers, the answer is the node's result, persisted
+with the node's task run. So it is exactly as durable as a node without tools:
+only a kill between the model's answer and that record repeats the one call.
+
 A tool call is also written to the ledger before it runs and after it ends.
 A call found started-but-never-ended after a crash is run again only if its tool
 is idempotent; otherwise the node fails naming the call, since it may or may
@@ -93,6 +101,13 @@ async def model_turn(spec: TurnSpec) -> Completion:
     )
 
 
+@task(name="model turn", task_run_name=_turn_name, persist_result=True, cache_key_fn=_turn_key)
+async def recorded_turn(spec: TurnSpec, completion: Completion) -> Completion:
+    """A turn already answered (a node's first, asked directly), kept as that step: a resume
+    asking `model_turn` for it finds it under the same key."""
+    return completion
+
+
 def _call_key(context: Any, parameters: dict[str, Any]) -> str:
     spec: CallSpec = parameters["spec"]
     return tool_call_cache_key(
@@ -172,10 +187,17 @@ def _secrets(resources: RunResources) -> list[str]:
 class _DurableSteps:
     """The loop's steps as nested Prefect tasks of one node."""
 
-    def __init__(self, resources: RunResources, spec: NodeSpec, tools: list[Tool]) -> None:
+    def __init__(self, resources: RunResources, spec: NodeSpec, tools: list[Tool], *, first_attempt: bool) -> None:
         self.resources, self.spec = resources, spec
         self.definitions = [t.openai_tool() for t in tools]
         self.turn_task = model_turn.with_options(**retry_options(resources.settings))
+        self.ask_first_turn_directly = first_attempt
+        # A node task is retried only after its directly asked first turn failed transiently:
+        # step 1 then has the tries that are left, never a fresh set on top.
+        context = TaskRunContext.get()
+        spent = context.task_run.run_count - 1 if context is not None else 0
+        left = max(0, resources.settings.max_retries - spent)
+        self.first_turn_task = self.turn_task.with_options(retries=left) if spent else self.turn_task
 
     async def turn(self, step: int, messages: list[dict[str, Any]]) -> Completion:
         spec = TurnSpec(
@@ -188,11 +210,23 @@ class _DurableSteps:
             max_tokens=self.spec.max_tokens,
             rerun_version=self.spec.rerun_version,
         )
+        if step == 1 and self.ask_first_turn_directly:
+            return await self._first_turn(spec)
         try:
-            return await self.turn_task(quote(spec))
+            return await (self.first_turn_task if step == 1 else self.turn_task)(quote(spec))
         except TransientLLMError as exc:
             # The turn has had its retries; the node retrying too would square them.
             raise PermanentLLMError(str(exc)) from None
+
+    async def _first_turn(self, spec: TurnSpec) -> Completion:
+        """Step 1 of a first attempt, asked directly (see the module's docstring). A transient
+        error fails this attempt of the node, whose retries then take the durable path."""
+        completion = await call_model(
+            messages=spec.messages, purpose="node", node_id=spec.node_id, max_tokens=spec.max_tokens, tools=spec.tools
+        )
+        if completion.tool_calls:  # kept before any tool runs: a resume replays it, never asks again
+            await recorded_turn(quote(spec), quote(completion))
+        return completion
 
     async def call(self, step: int, index: int, request: ToolCallRequest) -> Observation:
         spec = CallSpec(
@@ -215,8 +249,11 @@ class _DurableSteps:
         return observation
 
 
-async def run_node_with_tools(spec: NodeSpec, messages: list[dict[str, Any]]) -> NodeOutcome:
-    """The node's ReAct loop over the tools it is offered; its answer is the node's result."""
+async def run_node_with_tools(spec: NodeSpec, messages: list[dict[str, Any]], *, first_attempt: bool) -> NodeOutcome:
+    """The node's ReAct loop over the tools it is offered; its answer is the node's result.
+
+    `first_attempt`: the node was never tried before (the ledger's count), so its first
+    turn cannot be cached and is asked directly."""
     resources = current_resources()
     if resources.tools is None:
         raise RuntimeError(f"task {spec.task.id} was given tools but the run opened none")
@@ -226,7 +263,10 @@ async def run_node_with_tools(spec: NodeSpec, messages: list[dict[str, Any]]) ->
     # would keep none of steps 1-4. EAGER: each turn and call is persisted as it ends.
     async with atransaction(commit_mode=CommitMode.EAGER):
         outcome = await run_tool_loop(
-            messages, _DurableSteps(resources, spec, tools), node_id=spec.task.id, max_steps=spec.max_steps
+            messages,
+            _DurableSteps(resources, spec, tools, first_attempt=first_attempt),
+            node_id=spec.task.id,
+            max_steps=spec.max_steps,
         )
     output = truncate(outcome.text, spec.result_chars)
     return NodeOutcome(

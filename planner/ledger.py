@@ -504,8 +504,17 @@ class Ledger:
                 .values(**values)
             )
 
-    def node_attempt_started(self, run_key: str, node_id: str) -> None:
-        self._update_node(run_key, node_id, status="running", attempts_increment=1, started_at=utcnow(), error=None)
+    def node_attempt_started(self, run_key: str, node_id: str) -> int:
+        """Mark the node running; return its attempts so far, this one included (1: its first ever)."""
+        where = (NodeRecord.run_key == run_key) & (NodeRecord.node_id == node_id)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(NodeRecord)
+                .where(where)
+                .values(status="running", attempts=NodeRecord.attempts + 1, started_at=utcnow(), error=None)
+            )
+            attempts = conn.execute(select(NodeRecord.attempts).where(where)).scalar()
+        return int(attempts or 0)
 
     def node_completed(
         self, run_key: str, node_id: str, *, result: str, prompt_tokens: int, completion_tokens: int, cached: bool

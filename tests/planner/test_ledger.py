@@ -117,7 +117,9 @@ class TestPlanVersions:
     def test_runs_are_isolated(self, ledger: Ledger) -> None:
         started(ledger).record_plan_version(RUN, 1, PLAN, (), reason="initial")
         started(ledger, "other").record_plan_version("other", 1, PLAN, (), reason="initial")
-        ledger.node_attempt_started(RUN, "t1")
+        assert ledger.node_attempt_started(RUN, "t1") == 1  # its first attempt ever
+        assert ledger.node_attempt_started(RUN, "t1") == 2
+        assert ledger.node_attempt_started("other", "t2") == 1
         assert node(ledger, "t1", "other").attempts == 0
         assert len(ledger.plan_versions("other")) == 1
 
