@@ -14,8 +14,8 @@ path (this harness only; nothing in Planflow is changed to be measured):
   Running state (and, when the task run has tags, the tag concurrency-slot
   request: a round trip to the Prefect API per task run), parameters resolved;
 * `task body start`: from the task function's start to the model call (prompt
-  building; Planflow's ledger write of the attempt; with tools, the nested
-  model-turn task's start: its end is in `task body end`);
+  building; Planflow's ledger write of the attempt; with tools, the tool
+  definitions);
 * `client -> model request`: the SDK building and sending the request.
 
 Inside the Prefect segments, inclusive seconds of the engine's own steps are
@@ -23,7 +23,8 @@ summed per task run: `begin_run` (Running state), the tag concurrency request,
 the cache lookup (transaction enter), `handle_success`, result persistence.
 
 Configurations, one after another, each run twice with the first discarded:
-Planflow as shipped (built-in tools: a nested model-turn task per node), without
+Planflow as shipped (built-in tools offered: a node's first turn is asked
+directly, so a node that answers at once has no nested model-turn task), without
 built-in tools, the same with task-run tags (`PLANFLOW_TASK_TAGS=true`), and the
 async Prefect floor (`benchmarks.prefect_floor.run_prefect_async`: one persisted cache-keyed
 async task per node, no tags).

@@ -210,6 +210,44 @@ def ping(n: int) -> str:
 '''
 
 
+def _task_run_names(state) -> set[str]:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            )
+
+    return {r.name for r in asyncio.run(read())}
+
+
+class TestTheFirstTurn:
+    def test_asked_directly_and_kept_as_step_1_only_when_it_asks_for_tools(self, fake_llm, run_key, tmp_path):
+        """A first turn cannot be cached on a node's first attempt: no task run of its own unless
+        it asks for tools; then it is kept under model_turn's key, and a resume never asks it again."""
+        path, log = tool_module(tmp_path, PING)
+        fake_llm.script("plan", plan_json(("a", []), ("b", [])))
+        fake_llm.script("node:a", "a answers at once")
+        fake_llm.script(  # the third reply is the resume's
+            "node:b", calls(ToolCall("ping", {"n": 1})), Reply(status=400, error_message="bad turn"), "b is done"
+        )
+        state, error = run_flow("first turns", run_key=run_key, tools=[path], replan_on_failure=False)
+        assert state.is_failed(), error
+        names = _task_run_names(state)
+        assert not any(name.startswith("a: step") for name in names), names
+        assert {"b: step 1", "b: step 2"} <= names, names
+
+        state, result = run_flow("first turns", run_key=run_key, tools=[path], replan_on_failure=False)
+        assert state.is_completed(), result
+        assert len(fake_llm.calls_for("node:a")) == 1, "a's answer is the node's result: replayed"
+        assert len(fake_llm.calls_for("node:b")) == 3, "b's first turn (kept as step 1) was asked again"
+        assert logged(log) == [{"n": 1}]
+
+
 class TestBounds:
     def test_the_step_budget_fails_the_node_naming_it(self, fake_llm, run_key, ledger, tmp_path):
         path, log = tool_module(tmp_path, PING)
