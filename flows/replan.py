@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from flows.artifacts import artifact_key
 from flows.tasks import call_model, retry_options
 from flows.runtime import current_resources
+from flows.ui_fields import shown_in_ui
 from planner.cache_keys import replan_cache_key
 from planner.errors import PlanError, ReplanRejectedError
 from planner.models import Plan, strict_json_schema
@@ -57,7 +58,7 @@ def _replan_key(context: Any, parameters: dict[str, Any]) -> str:
     return replan_cache_key(run_key=spec.run_key, version=spec.version, spec=dumped)
 
 
-@task(name="replanner", task_run_name="ask the replanner", persist_result=True, cache_key_fn=_replan_key)
+@task(name="replanner", task_run_name="ask the replanner", persist_result=True, cache_key_fn=shown_in_ui(_replan_key))
 async def ask_replanner(spec: ReplanSpec) -> ReplanOutcome:
     """Ask for a decision and apply it; if it cannot be applied, ask once more with the error."""
     plan = spec.plan

@@ -15,6 +15,7 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict
 
 from flows.runtime import current_resources
+from flows.ui_fields import shown_in_ui
 from planner.answers import EMBEDDED_STOP, clean_answer
 from planner.cache_keys import node_cache_key, plan_cache_key, synthesis_cache_key
 from planner.compiler import CompiledPlan, compile_plan
@@ -150,7 +151,7 @@ def planning_schema(spec: PlanningSpec) -> dict[str, Any]:
     return strict_json_schema(Plan, omit=() if spec.tools else ("tools",))
 
 
-@task(name="plan", task_run_name="plan", persist_result=True, cache_key_fn=_plan_key)
+@task(name="plan", task_run_name="plan", persist_result=True, cache_key_fn=shown_in_ui(_plan_key))
 async def make_plan(spec: PlanningSpec) -> CompiledPlan:
     """Ask the model for a plan and compile it; on a defect, ask once more with the error.
 
@@ -211,7 +212,7 @@ def _node_run_name(parameters: dict[str, Any]) -> str:
     return f"{task.id}: {_short(task.description)}"
 
 
-@task(name="node", task_run_name=_node_run_name, persist_result=True, cache_key_fn=_node_key)
+@task(name="node", task_run_name=_node_run_name, persist_result=True, cache_key_fn=shown_in_ui(_node_key))
 async def execute_node(spec: NodeSpec, upstream: dict[str, NodeOutcome]) -> NodeOutcome:
     """Run one plan node: the goal, its task and its direct dependencies' results only."""
     resources = current_resources()
@@ -271,7 +272,7 @@ def _synthesis_key(context: Any, parameters: dict[str, Any]) -> str:
     )
 
 
-@task(name="synthesize", task_run_name="synthesize answer", persist_result=True, cache_key_fn=_synthesis_key)
+@task(name="synthesize", task_run_name="synthesize answer", persist_result=True, cache_key_fn=shown_in_ui(_synthesis_key))
 async def synthesize_answer(spec: SynthesisSpec, sink_outcomes: dict[str, NodeOutcome]) -> str:
     """Write the run's answer from the sink nodes' results."""
     messages = synthesis_messages(

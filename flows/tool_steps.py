@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 
 from flows.runtime import RunResources, current_resources
 from flows.tasks import NodeSpec, call_model, retry_options
+from flows.ui_fields import shown_in_ui
 from planner.cache_keys import idempotency_key, tool_call_cache_key, turn_cache_key
 from planner.errors import PermanentLLMError, ToolOutcomeUnknownError, TransientLLMError
 from planner.llm import Completion, ToolCallRequest, redact
@@ -89,7 +90,7 @@ def _turn_name(parameters: dict[str, Any]) -> str:
     return f"{spec.node_id}: step {spec.step}"
 
 
-@task(name="model turn", task_run_name=_turn_name, persist_result=True, cache_key_fn=_turn_key)
+@task(name="model turn", task_run_name=_turn_name, persist_result=True, cache_key_fn=shown_in_ui(_turn_key))
 async def model_turn(spec: TurnSpec) -> Completion:
     """One turn of a node's conversation: the model answers or asks for tool calls."""
     context = TaskRunContext.get()
@@ -121,7 +122,7 @@ def _call_name(parameters: dict[str, Any]) -> str:
     return f"{spec.node_id}: {describe_call(spec.tool, spec.arguments, limit=48)}"
 
 
-@task(name="tool call", task_run_name=_call_name, persist_result=True, cache_key_fn=_call_key)
+@task(name="tool call", task_run_name=_call_name, persist_result=True, cache_key_fn=shown_in_ui(_call_key))
 async def tool_call(spec: CallSpec) -> Observation:
     """Run one tool call at most once; every failure the model can act on comes back as an observation."""
     resources = current_resources()
