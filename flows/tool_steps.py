@@ -102,7 +102,7 @@ async def model_turn(spec: TurnSpec) -> Completion:
     )
 
 
-@task(name="model turn", task_run_name=_turn_name, persist_result=True, cache_key_fn=_turn_key)
+@task(name="model turn", task_run_name=_turn_name, persist_result=True, cache_key_fn=shown_in_ui(_turn_key))
 async def recorded_turn(spec: TurnSpec, completion: Completion) -> Completion:
     """A turn already answered (a node's first, asked directly), kept as that step: a resume
     asking `model_turn` for it finds it under the same key."""
