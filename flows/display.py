@@ -24,6 +24,7 @@ _STATUS_STYLE = {
     "cached": ("↺", "cyan"),
     "failed": ("✘", "red"),
     "skipped": ("–", "dim"),
+    "cancelled": ("⊘", "magenta"),
 }
 
 

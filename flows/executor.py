@@ -26,6 +26,9 @@ from planner.models import NodeOutcome, Plan
 
 __all__ = ["ExecutionResult", "NodeRunner", "execute_plan"]
 
+CANCEL_SETTLE_SECONDS = 10.0
+"""Longest wait, after a cancel, for the running nodes to record that they ended."""
+
 NodeRunner = Callable[[str, Mapping[str, NodeOutcome], list[State]], Awaitable[State]]
 """Runs node `id` given its dependencies' outcomes and final states (for `wait_for`); returns its final state."""
 
@@ -92,9 +95,12 @@ async def execute_plan(
                 node = in_flight.pop(done)
                 await _settle(result, node, done, on_settled)
     finally:
-        # Cancelled (Ctrl-C, a cancelled flow run): the running nodes go with it.
+        # Cancelled (Ctrl-C, a cancelled flow run): the running nodes go with it, and each
+        # node's engine records how it ended before anyone reads the task runs' states.
         for task in in_flight:
             task.cancel()
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=CANCEL_SETTLE_SECONDS)
     result.failed.update(failed_before or {})
     result.not_started = [
         n for n in graph.topological_order() if n not in result.outcomes and n not in result.failed
