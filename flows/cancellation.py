@@ -97,6 +97,8 @@ async def run_cancellable(
         finally:
             if watcher is not None:
                 watcher.cancel()
+        if watcher is not None:  # let it close its connections while the loop still runs
+            await asyncio.wait({watcher}, timeout=PREFECT_BOUND_SECONDS)
         if job.done():  # it ended first (or at the same moment): its outcome stands
             return job.result()
         job.cancel()
