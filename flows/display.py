@@ -26,6 +26,7 @@ _STATUS_STYLE = {
     "cached": ("↺", "cyan"),
     "failed": ("✘", "red"),
     "skipped": ("–", "dim"),
+    "cancelled": ("⊘", "magenta"),
 }
 
 

@@ -26,6 +26,9 @@ from planner.models import NodeOutcome, Plan
 
 __all__ = ["ExecutionResult", "NodeRunner", "execute_plan"]
 
+CANCEL_SETTLE_SECONDS = 10.0
+"""Longest wait, after a cancel, for the running nodes to record that they ended."""
+
 NodeRunner = Callable[[str, Mapping[str, NodeOutcome], list[State]], Awaitable[State]]
 """Runs node `id` given its dependencies' outcomes and final states (for `wait_for`); returns its final state."""
 
@@ -97,10 +100,13 @@ async def execute_plan(
                 settled = await _settle(result, node, done)
                 notices.append(asyncio.ensure_future(_notify(on_settled, node, *settled)))
     finally:
-        # Cancelled (Ctrl-C, a cancelled flow run): the running nodes go with it; what
-        # already settled is still written down.
+        # Cancelled (Ctrl-C, a cancelled flow run): the running nodes go with it, and each
+        # node's engine records how it ended before anyone reads the task runs' states;
+        # what already settled is still written down.
         for task in in_flight:
             task.cancel()
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=CANCEL_SETTLE_SECONDS)
         if notices:
             await asyncio.gather(*notices, return_exceptions=True)
     for notice in notices:

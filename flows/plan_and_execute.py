@@ -17,9 +17,10 @@ from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.runtime import flow_run as current_flow_run
-from prefect.states import State
+from prefect.states import Cancelled, State
 from prefect.utilities.annotations import quote
 
+from flows.cancellation import CancelRequest, RunCancelled, cancel_in_prefect, record_cancel_hook, run_cancellable
 from flows.executor import ExecutionResult, execute_plan
 from flows.human import FailureAnswer, ask_about_failure, ask_to_approve
 from flows.replan import ReplanSpec, replan
@@ -79,7 +80,7 @@ class _Position:
     replans_used: int
 
 
-@flow(name="plan-and-execute", flow_run_name=_flow_run_name, log_prints=True)
+@flow(name="plan-and-execute", flow_run_name=_flow_run_name, log_prints=True, on_cancellation=[record_cancel_hook])
 async def plan_and_execute(
     goal: str,
     run_key: str | None = None,
@@ -99,7 +100,7 @@ async def plan_and_execute(
     workspace: str | None = None,
     rerun_from: str | None = None,
     rerun_description: str | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | State:
     """Plan `goal` (or run the given `plan`), execute every task, and synthesise an answer.
 
     Parameters left as None take their value from the environment (`PLANFLOW_*`).
@@ -115,7 +116,8 @@ async def plan_and_execute(
     `rerun_description`, that task's text changes first (see flows/rerun.py).
     Returns {"run_key", "status", "answer", "plan_version"}; raises `RunFailedError`
     if a node fails for good and no replan is left, or a `PlanError` if no valid
-    plan could be made.
+    plan could be made. A cancelled run (see flows/cancellation.py) returns a Cancelled
+    state, so the flow run ends Cancelled.
     """
     goal = normalise_goal(goal)
     run_key = _run_key_for(goal, run_key, fresh, str(current_flow_run.id))
@@ -149,7 +151,7 @@ async def _run(
     goal: str,
     user_plan: CompiledPlan | None,
     rerun: RerunRequest | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | State:
     """Claim the run key, then plan (or resume), execute and answer; the ledger says how it ended."""
     _check_run_key(ledger, run_key, goal)
     if rerun is not None:
@@ -165,24 +167,48 @@ async def _run(
     try:
         async with open_resources(settings, run_key, ledger, owner) as resources:
             try:
-                position = await _starting_position(resources, goal, user_plan)
-                if rerun is not None:
-                    position = _Position(*await apply_rerun(resources, rerun), position.replans_used)
-                if resources.settings.approve_plan:
-                    position = await _human_review(resources, position)
-                position, execution = await _execute_with_replans(resources, goal, position)
-                answer = await _synthesize(resources, goal, position.plan, execution)
-            except PlanflowError as exc:
-                ledger.finish_run(run_key, status="failed", error=str(exc))
-                await _publish_outcome(resources, None, str(exc))
-                raise
-            ledger.finish_run(run_key, status="completed", answer=answer)
-            await _publish_outcome(resources, answer, None)
-            return {"run_key": run_key, "status": "completed", "answer": answer, "plan_version": position.version}
+                return await run_cancellable(_plan_execute_answer(resources, goal, user_plan, rerun), flow_run_id)
+            except RunCancelled as cancelled:
+                return await _record_cancel(resources, flow_run_id, cancelled.request)
     except Exception as exc:  # anything else (model server, database): never leave it "running"
         if (run := ledger.run(run_key)) is not None and run.status == "running":
             ledger.finish_run(run_key, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+async def _plan_execute_answer(
+    resources: RunResources, goal: str, user_plan: CompiledPlan | None, rerun: RerunRequest | None
+) -> dict[str, Any]:
+    ledger, run_key = resources.ledger, resources.run_key
+    try:
+        position = await _starting_position(resources, goal, user_plan)
+        if rerun is not None:
+            position = _Position(*await apply_rerun(resources, rerun), position.replans_used)
+        if resources.settings.approve_plan:
+            position = await _human_review(resources, position)
+        position, execution = await _execute_with_replans(resources, goal, position)
+        answer = await _synthesize(resources, goal, position.plan, execution)
+    except PlanflowError as exc:
+        ledger.finish_run(run_key, status="failed", error=str(exc))
+        await _publish_outcome(resources, None, str(exc))
+        raise
+    ledger.finish_run(run_key, status="completed", answer=answer)
+    await _publish_outcome(resources, answer, None)
+    return {"run_key": run_key, "status": "completed", "answer": answer, "plan_version": position.version}
+
+
+async def _record_cancel(resources: RunResources, flow_run_id: str, request: CancelRequest) -> State:
+    """The ledger says cancelled (who, when; running nodes too), then Prefect: the flow run
+    ends Cancelled with the state returned here."""
+    ledger, run_key = resources.ledger, resources.run_key
+    await resources.write(ledger.cancel_run, run_key, by=request.by, at=request.at, flow_run_id=flow_run_id)
+    run = ledger.run(run_key)
+    by = run.cancelled_by if run is not None and run.cancelled_by else request.by
+    message = f"cancelled by {by}; the work done so far is kept: resume with planflow runs resume {run_key}"
+    get_run_logger().warning("Run %s %s", run_key, message)
+    await cancel_in_prefect(flow_run_id, message)
+    await _publish_outcome(resources, None, f"cancelled by {by}")
+    return Cancelled(message=message)
 
 
 def _prefect_api_url() -> str | None:

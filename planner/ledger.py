@@ -61,7 +61,7 @@ class RunRecord(SQLModel, table=True):
 
     run_key: str = Field(primary_key=True)
     goal: str
-    status: str = Field(default="running", index=True)  # running | completed | failed | crashed
+    status: str = Field(default="running", index=True)  # running | completed | failed | crashed | cancelled
     flow_run_id: str | None = None
     prefect_api_url: str | None = None  # the Prefect API its flow run lives on (a temporary server's dies with it)
     owner: str | None = None  # host:pid:start:boot:token of the process executing it, while running
@@ -73,6 +73,10 @@ class RunRecord(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+    # Who cancelled it and when they asked ("ctrl-c", "prefect" for the UI or `prefect flow-run
+    # cancel`, a user name for `planflow runs cancel`); set while running, it is a pending request.
+    cancelled_by: str | None = None
+    cancelled_at: datetime | None = None
 
 
 class PlanVersionRecord(SQLModel, table=True):
@@ -100,7 +104,7 @@ class NodeRecord(SQLModel, table=True):
     position: int = 0
     description: str
     depends_on_json: str = "[]"
-    status: str = "pending"  # pending | running | completed | cached | failed | skipped
+    status: str = "pending"  # pending | running | completed | cached | failed | skipped | cancelled
     attempts: int = 0
     cached: bool = False
     prompt_tokens: int = 0
@@ -315,6 +319,7 @@ class Ledger:
         claim = dict(
             status="running", error=None, finished_at=None, flow_run_id=flow_run_id,
             prefect_api_url=prefect_api_url, model=model, started_at=now, owner=owner, heartbeat_at=now,
+            cancelled_by=None, cancelled_at=None,
         )
         with self.engine.begin() as conn:
             if previous is None:
@@ -367,8 +372,41 @@ class Ledger:
                 return
             run.status, run.answer, run.error, run.finished_at = status, answer, error, utcnow()
             run.owner = None
+            if status != "cancelled":  # a cancel asked for as it ended came too late
+                run.cancelled_by = run.cancelled_at = None
             s.add(run)
             s.commit()
+
+    def request_cancel(self, run_key: str, by: str | None) -> bool:
+        """Note who asked to cancel a running run (None: withdraw the request), so the
+        process that executes it records that name; False if it is not running."""
+        values = {"cancelled_by": by, "cancelled_at": utcnow() if by else None}
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(RunRecord).where(RunRecord.run_key == run_key, RunRecord.status == "running").values(**values)
+            )
+        return result.rowcount == 1
+
+    def cancel_run(self, run_key: str, *, by: str, at: datetime | None = None, flow_run_id: str | None = None) -> bool:
+        """End a running run as cancelled: its running nodes become cancelled (finished ones
+        keep their results). A pending request's name and time win over `by` and `at`.
+        With `flow_run_id`, only if that is still the run's flow run. False if nothing changed."""
+        now = utcnow()
+        with Session(self.engine) as s:
+            run = s.get(RunRecord, run_key)
+            if run is None or run.status != "running" or (flow_run_id and run.flow_run_id != flow_run_id):
+                return False
+            run.cancelled_by = run.cancelled_by or by
+            run.cancelled_at = run.cancelled_at or at or now
+            run.status, run.error, run.finished_at, run.owner = "cancelled", f"cancelled by {run.cancelled_by}", now, None
+            s.add(run)
+            s.exec(
+                update(NodeRecord)
+                .where(NodeRecord.run_key == run_key, NodeRecord.status == "running")
+                .values(status="cancelled", error=f"cancelled by {run.cancelled_by}", finished_at=now)
+            )
+            s.commit()
+        return True
 
     def run(self, run_key: str) -> RunRecord | None:
         with Session(self.engine, expire_on_commit=False) as s:

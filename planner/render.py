@@ -27,6 +27,7 @@ STATUS_COLOURS = {
     "cached": ("#d1ecf1", "#17a2b8"),
     "failed": ("#f8d7da", "#dc3545"),
     "skipped": ("#eeeeee", "#6c757d"),
+    "cancelled": ("#fce4ec", "#ad1457"),
     "replaced": ("#e2d9f3", "#6f42c1"),
 }
 
@@ -37,6 +38,7 @@ STATUS_MEANINGS = {
     "cached": "finished earlier; its result was replayed",
     "failed": "failed for good",
     "skipped": "never ran in this version",
+    "cancelled": "running when the run was cancelled; a resume runs it again",
     "replaced": "never ran; the next version dropped or replaced it",
 }
 

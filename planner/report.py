@@ -19,6 +19,7 @@ from planner.ledger import DecisionRecord, Ledger, NodeRecord, ToolCallRecord
 from planner.rerun import rerun_info, rerun_versions
 
 __all__ = [
+    "REPORT_RUN_STATUSES",
     "REPORT_TASK_STATUSES",
     "TOOL_RESULT_CHARS",
     "build_report",
@@ -29,7 +30,10 @@ __all__ = [
     "tool_call_entry",
 ]
 
-REPORT_TASK_STATUSES = ("completed", "failed", "skipped", "cached")
+REPORT_TASK_STATUSES = ("completed", "failed", "skipped", "cached", "cancelled")
+
+REPORT_RUN_STATUSES = ("completed", "failed", "cancelled")
+"""A run the report shows in any other state (running, crashed) did not end well: failed."""
 
 TOOL_RESULT_CHARS = 2000
 """Characters of a tool call's result (and error) kept in the report."""
@@ -144,7 +148,9 @@ def build_report(ledger: Ledger, run_key: str) -> dict[str, Any]:
         "run_key": run.run_key,
         "goal": run.goal,
         "flow_run_id": run.flow_run_id,
-        "status": "completed" if run.status == "completed" else "failed",
+        "status": run.status if run.status in REPORT_RUN_STATUSES else "failed",
+        "cancelled_by": run.cancelled_by if run.status == "cancelled" else None,
+        "cancelled_at": _iso(run.cancelled_at) if run.status == "cancelled" else None,
         "model": run.model,
         "answer": run.answer,
         "error": run.error,

@@ -8,7 +8,7 @@ One module per command group: `goal` (the default: run a goal), `runs` (the
 ledger's runs and what to do with them). Exit codes: 0 completed, 1 the run
 failed, 2 bad input (empty goal, invalid plan file, unrepairable plan, bad
 option), 3 a service is unavailable (ledger database, Prefect API), 130
-interrupted. The answer goes to stdout; the live view and errors go to stderr.
+interrupted or cancelled. The answer goes to stdout; the live view and errors go to stderr.
 """
 
 from __future__ import annotations

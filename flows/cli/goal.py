@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ runs (the ledger, for people without the Prefect UI open):
   planflow runs --help              every runs command
 
 exit codes: 0 completed · 1 run failed · 2 bad input · 3 a service (ledger, Prefect API)
-unavailable · 130 interrupted. Re-running with the same --run-key resumes: finished tasks
+unavailable · 130 interrupted or cancelled. Re-running with the same --run-key resumes: finished tasks
 are replayed, not re-paid."""
 
 
@@ -138,6 +139,7 @@ def run_goal(
 
     console = Console(stderr=True)
     started = time.monotonic()
+    since = datetime.now(timezone.utc)
     # With --quiet the view draws nothing, but a pause for a person is still told: the run waits on the reader.
     view = LiveRunView(ledger, run_key, console, pause_notice=pause_notice, progress=not args.quiet)
     if not args.quiet and PlanflowSettings().uses_embedded_model and args.model in (None, "embedded"):
@@ -145,6 +147,7 @@ def run_goal(
     try:
         view.__enter__()
         try:
+            _start_temporary_server_apart_from_ctrl_c()
             state = asyncio.run(
                 plan_and_execute(
                     goal=goal,
@@ -168,9 +171,14 @@ def run_goal(
             )
         finally:
             view.__exit__(None, None, None)
-    except KeyboardInterrupt:
-        return fail(f"interrupted; resume with --run-key {run_key}", EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # before the run could take it as a cancel, or a second Ctrl-C
+        if (cancelled := _cancelled_message(ledger, run_key, since)) is not None:
+            return fail(cancelled, EXIT_INTERRUPTED)
+        resume = f"planflow runs resume {run_key}" if ledger.run(run_key) is not None else f"--run-key {run_key}"
+        return fail(f"interrupted; resume with {resume}", EXIT_INTERRUPTED)
     except Exception as exc:  # Prefect could not start the flow run, or lost its API during it
+        if (cancelled := _cancelled_message(ledger, run_key, since)) is not None:
+            return fail(cancelled, EXIT_INTERRUPTED)  # a Ctrl-C stops Prefect's temporary server too
         lost = lost_service(exc, run_key)
         return fail(lost or f"could not run the flow: {type(exc).__name__}: {first_line(exc)}", EXIT_UNAVAILABLE)
 
@@ -178,6 +186,8 @@ def run_goal(
     if args.report and ledger.run(run_key) is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(build_report(ledger, run_key), indent=2) + "\n")
+    if (cancelled := _cancelled_message(ledger, run_key, since)) is not None:
+        return fail(cancelled, EXIT_INTERRUPTED)
 
     if state.is_completed() and isinstance(outcome, dict):
         print(outcome["answer"])
@@ -203,3 +213,41 @@ def run_goal(
         f"the work done so far is kept: re-run with --run-key {run_key} to resume",
         EXIT_FAILED,
     )
+
+
+def _cancelled_message(ledger: Any, run_key: str, since: datetime) -> str | None:
+    """`run KEY cancelled by WHO; ... resume with ...` if the ledger says the run was cancelled `since` then."""
+    run = ledger.run(run_key)
+    if run is None or run.status != "cancelled" or run.finished_at is None:
+        return None
+    ended = run.finished_at if run.finished_at.tzinfo else run.finished_at.replace(tzinfo=timezone.utc)
+    if ended < since:
+        return None
+    return (
+        f"run {run_key} cancelled by {run.cancelled_by or 'someone'}; the work done so far is kept: "
+        f"resume with planflow runs resume {run_key}"
+    )
+
+
+def _start_temporary_server_apart_from_ctrl_c() -> None:
+    """Start Prefect's temporary local server (when no PREFECT_API_URL is set) with SIGINT
+    blocked, as Prefect would have started it a moment later.
+
+    A terminal's Ctrl-C reaches every process of its foreground group; the server would
+    stop at once, and the run could neither end its flow run Cancelled nor finish quickly
+    (Prefect's client retries a lost server for a minute). The blocked mask is inherited;
+    Prefect still stops the server with SIGTERM when the CLI exits.
+    """
+    import signal
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        SubprocessASGIServer().start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

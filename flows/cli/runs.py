@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.cli.common import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, Unavailable, add_run_options, fail, open_ledger, quiet_prefect
+from flows.cli.runs_cancel import add_cancel
 from flows.cli.runs_rerun import add_rerun
 
 __all__ = ["runs_main"]
@@ -57,11 +58,19 @@ def _list(args: argparse.Namespace, ledger: Any) -> int:
         nodes = ledger.nodes(run.run_key)
         done = sum(n.status in ("completed", "cached") for n in nodes)
         table.add_row(
-            run.run_key, run.status, f"v{run.plan_version}", f"{done}/{len(nodes)}",
+            run.run_key, _status(run), f"v{run.plan_version}", f"{done}/{len(nodes)}",
             run.started_at.strftime("%Y-%m-%d %H:%M"), run.goal[:50],
         )
     Console().print(table)
     return 0
+
+
+def _status(run: Any, when: bool = False) -> str:
+    """`cancelled by alice` (`... at 2025-01-02 10:11:12 UTC` with `when`); other statuses as they are."""
+    if run.status != "cancelled":
+        return run.status
+    text = f"cancelled by {run.cancelled_by or 'someone'}"
+    return text + (f" at {run.cancelled_at:%Y-%m-%d %H:%M:%S} UTC" if when and run.cancelled_at else "")
 
 
 def _add_show(commands: Any) -> None:
@@ -82,7 +91,7 @@ def _show(args: argparse.Namespace, ledger: Any) -> int:
         print(json.dumps(report, indent=2))
         return 0
     console = Console()
-    console.print(f"[bold]{run.goal}[/]\nrun {run.run_key} · {run.status} · flow run {run.flow_run_id}")
+    console.print(f"[bold]{run.goal}[/]\nrun {run.run_key} · {_status(run, when=True)} · flow run {run.flow_run_id}")
     for version in report["plan_versions"]:
         asked = f", asked by {version['requested_by']}" if version["requested_by"] else ""
         action = f" ({version['action']}{asked})" if version["action"] else ""
@@ -91,7 +100,7 @@ def _show(args: argparse.Namespace, ledger: Any) -> int:
     for column in ("id", "status", "tries", "steps", "tools", "tokens", "result / error"):
         table.add_column(column)
     for task in report["tasks"]:
-        text = (task["error"] if task["status"] in ("failed", "skipped") else task["result"]) or ""
+        text = (task["error"] if task["status"] in ("failed", "skipped", "cancelled") else task["result"]) or ""
         table.add_row(
             task["id"], task["status"], str(task["attempts"]), str(task["steps"]), str(len(task["tool_calls"])),
             str(task["prompt_tokens"] + task["completion_tokens"]), " ".join(str(text).split())[:70],
@@ -164,7 +173,7 @@ def _add_answers(commands: Any) -> None:
     add_answer_commands(commands)
 
 
-SUBCOMMANDS: tuple[Register, ...] = (_add_list, _add_show, _add_resume, add_rerun, _add_answers)
+SUBCOMMANDS: tuple[Register, ...] = (_add_list, _add_show, _add_resume, add_cancel, add_rerun, _add_answers)
 
 
 def _parser() -> argparse.ArgumentParser:

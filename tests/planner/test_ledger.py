@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -348,3 +348,67 @@ class TestMigration:
         assert ledger.run("old").answer == "a" and ledger.run("old").owner is None
         ledger.start_run("old", "g", flow_run_id="fr2", model="m", owner="here:1")
         assert ledger.run("old").owner == "here:1"
+
+
+class TestCancel:
+    """A cancel keeps finished nodes, marks running ones, and says who asked and when."""
+
+    @pytest.fixture
+    def running(self, ledger: Ledger) -> Ledger:
+        started(ledger).record_plan_version(RUN, 1, PLAN, REPAIRS, reason="initial")
+        ledger.node_attempt_started(RUN, "t1")
+        ledger.node_completed(RUN, "t1", result="flights", prompt_tokens=10, completion_tokens=4, cached=False)
+        ledger.node_attempt_started(RUN, "t2")
+        return ledger
+
+    def test_cancel_run_marks_running_nodes_only(self, running: Ledger) -> None:
+        at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+        assert running.cancel_run(RUN, by="ctrl-c", at=at)
+        run = running.run(RUN)
+        assert (run.status, run.cancelled_by, run.owner) == ("cancelled", "ctrl-c", None)
+        assert run.cancelled_at.replace(tzinfo=timezone.utc) == at
+        assert run.finished_at is not None
+        assert (node(running, "t1").status, node(running, "t1").result) == ("completed", "flights")
+        assert (node(running, "t2").status, node(running, "t2").error) == ("cancelled", "cancelled by ctrl-c")
+        assert node(running, "t3").status == "pending"
+        assert not running.cancel_run(RUN, by="again")  # only a running run
+        assert running.run(RUN).cancelled_by == "ctrl-c"
+
+    def test_a_request_names_who_asked(self, running: Ledger) -> None:
+        assert running.request_cancel(RUN, "alice")
+        assert running.run(RUN).status == "running"  # only asked, not yet done
+        running.cancel_run(RUN, by="prefect")
+        assert running.run(RUN).cancelled_by == "alice"
+
+    def test_flow_run_must_match(self, running: Ledger) -> None:
+        assert not running.cancel_run(RUN, by="prefect", flow_run_id="another-flow-run")
+        assert running.run(RUN).status == "running"
+        assert running.cancel_run(RUN, by="prefect", flow_run_id="fr-1")
+
+    def test_no_request_for_a_run_that_is_not_running(self, running: Ledger) -> None:
+        running.finish_run(RUN, status="completed", answer="a")
+        assert not running.request_cancel(RUN, "alice")
+        assert running.run(RUN).cancelled_by is None
+
+    def test_a_request_that_came_too_late_is_dropped(self, running: Ledger) -> None:
+        running.request_cancel(RUN, "alice")
+        running.finish_run(RUN, status="completed", answer="a")
+        assert (running.run(RUN).cancelled_by, running.run(RUN).cancelled_at) == (None, None)
+
+    def test_a_resume_clears_the_cancel(self, running: Ledger) -> None:
+        running.cancel_run(RUN, by="alice")
+        running.start_run(RUN, "Plan a trip to Lisbon", flow_run_id="fr-2", model="fake-model")
+        run = running.run(RUN)
+        assert (run.status, run.cancelled_by, run.cancelled_at) == ("running", None, None)
+
+    def test_report_says_cancelled_with_who_and_when(self, running: Ledger) -> None:
+        running.cancel_run(RUN, by="alice", at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+        report = build_report(running, RUN)
+        assert (report["status"], report["cancelled_by"]) == ("cancelled", "alice")
+        assert report["cancelled_at"].startswith("2026-01-02T03:04:05")
+        assert {t["id"]: t["status"] for t in report["tasks"]} == {"t1": "completed", "t2": "cancelled", "t3": "skipped"}
+
+    def test_report_of_a_run_not_cancelled_has_no_canceller(self, running: Ledger) -> None:
+        running.finish_run(RUN, status="failed", error="boom")
+        report = build_report(running, RUN)
+        assert (report["status"], report["cancelled_by"], report["cancelled_at"]) == ("failed", None, None)
