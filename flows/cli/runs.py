@@ -82,6 +82,9 @@ def _show(args: argparse.Namespace, ledger: Any) -> int:
         return 0
     console = Console()
     console.print(f"[bold]{run.goal}[/]\nrun {run.run_key} · {run.status} · flow run {run.flow_run_id}")
+    from flows.ui_links import recorded_run_link
+
+    console.print(recorded_run_link(run.prefect_api_url, run.flow_run_id), markup=False, highlight=False, soft_wrap=True)
     for version in report["plan_versions"]:
         console.print(f"plan v{version['version']}: {version['reason']}" + (f" ({version['action']})" if version["action"] else ""))
     table = Table(box=None, header_style="bold")
