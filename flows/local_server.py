@@ -322,7 +322,10 @@ def _is_that_process(record: ServerRecord) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    """Nothing listens on `port` (SO_REUSEADDR, as the server binds: a closed server's
+    TIME_WAIT connections do not make its port look taken)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:

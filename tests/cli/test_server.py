@@ -81,7 +81,8 @@ def server_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.mark.usefixtures("fake_llm")
 class TestLocalServer:
-    """In order: start, status, a run that reuses it, its link, `runs show`, stop."""
+    """In order: start, status, a run that reuses it, its link, `runs show`, stop; then a run
+    that finds no server starts it (its database migrated by then: a quick start)."""
 
     state: dict = {}
 
@@ -131,7 +132,7 @@ class TestLocalServer:
         ledger = Ledger(f"sqlite:///{home / 'planflow.db'}")
         run = ledger.run(run_key)
         ledger.close()
-        assert run.flow_run_id == flow_run_id and run.prefect_api_url == f"http://127.0.0.1:{record['port']}/api"
+        assert run.flow_run_id == flow_run_id and run.prefect_api_url.rstrip("/") == f"http://127.0.0.1:{record['port']}/api"
         status, page = get(first, accept="text/html")
         assert status == 200 and b"<html" in page.lower()
         assert alive(record["pid"])
@@ -156,6 +157,27 @@ class TestLocalServer:
         assert status.returncode == 3 and status.stdout.startswith("down")
         shown = planflow(server_env, "runs", "show", self.state["run_key"])
         assert "not viewable now" in shown.stdout and "planflow server start" in shown.stdout
+
+
+    def test_a_run_with_no_server_starts_it_and_says_how_to_stop_it(self, server_env, cli_factory, tmp_path):
+        home = Path(server_env["PLANFLOW_HOME"])
+        assert not (home / "server.json").exists()
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps({"tasks": [{"id": "a", "description": "do a", "depends_on": []}]}))
+        runner = cli_factory(Path(server_env["PREFECT_HOME"]), PLANFLOW_HOME=str(home), PLANFLOW_SERVER="local",
+                             PLANFLOW_SERVER_PORT=server_env["PLANFLOW_SERVER_PORT"])
+        result = runner.run("Say hello again", "--plan", str(plan), "--quiet")
+
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.strip() == "result of node:a"
+        # --quiet: only the answer, and the one line that says what keeps running and how to stop it.
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "started a local Prefect server" in lines[0], result.stderr[-2000:]
+        assert "planflow server stop" in lines[0]
+        pid = json.loads((home / "server.json").read_text())["pid"]
+        assert str(pid) in lines[0] and alive(pid), "the server outlives the run"
+        assert result.leftover == []
+        assert planflow(server_env, "server", "status").returncode == 0
 
 
 class TestWithoutAServer:
