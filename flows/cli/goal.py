@@ -235,7 +235,8 @@ def _json_parameters(flow: Any) -> Any:
     """A copy of `flow` whose parameters reach the API as they are when they are plain JSON.
 
     Prefect passes each through FastAPI's `jsonable_encoder`: importing FastAPI for it
-    cost ~0.4 s of the CLI's start-up (1 s on a loaded machine), and Planflow's
+    cost 0.1-0.4 s of CPU before the first model call (1 s of wall time on a loaded
+    2-core machine), and Planflow's
     parameters (strings, numbers, lists, a plan dict) are JSON already. Anything
     else still goes Prefect's way.
     """
