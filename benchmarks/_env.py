@@ -47,6 +47,9 @@ def prepare(prefect_db: Path | None = None, prefect_api: str | None = None) -> P
         {
             "PREFECT_HOME": str(_SESSION / "prefect"),
             "PLANFLOW_HOME": str(_SESSION / "planflow"),
+            # CLI runs use Prefect's temporary server unless a benchmark starts the local one
+            # (startup's warm-server case), so no benchmark leaves a server running.
+            "PLANFLOW_SERVER": "temporary",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
             # Prefect's temporary server migrates a fresh database first: 20-50 s on a

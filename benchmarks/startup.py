@@ -11,6 +11,15 @@ the first model call is the node's.
   in overhead.json).
 * `running_server_with_prefect_api`: the same, with PREFECT_API_URL pointing at
   a running Prefect server, to show what the temporary server costs.
+* `local_server_warm`: the default for a person (PLANFLOW_SERVER=local) on a warm
+  machine, the second run of the day: the local Prefect server (`planflow server
+  start`) already runs on a migrated database; the CLI reuses it.
+  Each row also has the CLI process's own CPU seconds (user + system) when its first
+  model call arrives: on a loaded machine the wall time stretches, this hardly does,
+  and on an idle one the wall time cannot be lower.
+* `local_server_first_ever`: the same default on a fresh PLANFLOW_HOME, once: the
+  CLI starts the local server, which migrates its new database first (what a
+  person's first run ever costs, said as it is).
 * `embedded_default`: no OPENAI_* variables, so the CLI starts the bundled
   SmolLM2 in a child process we cannot watch; measured from the ledger instead:
   launch -> the node's `started_at` (written just before its model call), and
@@ -22,7 +31,8 @@ the first model call is the node's.
   thread, or every core up to 4 where the default is 1).
 
 `--quick` (1 repetition) keeps the embedded run's answer to 32 tokens, measures
-tokens/s on 64-token completions and skips `import_only` and the thread-count comparison.
+tokens/s on 64-token completions and skips `import_only`, `local_server_first_ever` and
+the thread-count comparison.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from benchmarks.common import (
     describe,
     log,
     prefect_api_url,
+    process_cpu_seconds,
     pyplot,
     snapshot_prefect_db,
     subprocess_env,
@@ -67,18 +78,60 @@ def _node_started_after(ledger: Any, run_key: str, launched_wall: float) -> floa
 
 def _cli_once(env: dict[str, str], plan_file: Path, log_dir: Path, tag: str, server: Any, ledger: Any) -> dict[str, Any]:
     run_key = unique_key(tag)
+    cli: dict[str, Any] = {}
     if server is not None:
         reset_server(server)
+        answer = server.bench_responder
+
+        def respond(body: dict) -> Any:  # the CLI's own CPU seconds when its first model call arrives
+            if "pid" in cli and "cpu_s" not in cli:
+                cli["cpu_s"] = process_cpu_seconds(cli["pid"])
+            return answer(body)
+
+        server.set_default(respond)
     launched_wall, launched = time.time(), time.monotonic()
-    code, wall, _, stderr = _cli.run(["Say hello", "--plan", str(plan_file), "--run-key", run_key, "--quiet"],
-                                     env, log_dir, tag, timeout=300)
+    proc = _cli.start(["Say hello", "--plan", str(plan_file), "--run-key", run_key, "--quiet"], env, log_dir, tag)
+    cli["pid"] = proc.pid
+    try:
+        try:
+            code = proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            code = -9
+        wall = time.monotonic() - launched
+    finally:
+        _cli.finish(proc)
+    stderr = _cli.read(log_dir, tag, "stderr")
     row: dict[str, Any] = {"exit_code": code, "wall_s": round(wall, 3),
                            "node_started_s": _node_started_after(ledger, run_key, launched_wall)}
+    if "cpu_s" in cli:
+        row["cli_cpu_to_first_llm_call_s"] = round(cli["cpu_s"], 3)
     if server is not None and server.calls:
         row["first_llm_call_s"] = round(min(c.started for c in server.calls) - launched, 3)
     if code != 0:
         row["stderr_tail"] = stderr[-1500:]
     return row
+
+
+def _local_server_env(home: Path, servers: list[Any], *, warm: bool, **extra: str) -> dict[str, str]:
+    """A CLI environment with PLANFLOW_SERVER=local and a PLANFLOW_HOME of its own. `warm`: its
+    server is started now, on a copy of the session's migrated Prefect database, and waited for
+    (as after `planflow server start`); otherwise the CLI starts it on a fresh database."""
+    import socket
+
+    from flows.local_server import LocalServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    local = LocalServer(home, port)
+    servers.append(local)
+    if warm:
+        snapshot_prefect_db(local.prefect_home)
+        local.wait_until_healthy(local.start())
+    from planner.settings import PlanflowSettings
+
+    return subprocess_env(home / "prefect-of-the-cli", PLANFLOW_SERVER="local", PLANFLOW_HOME=str(home),
+                          PLANFLOW_SERVER_PORT=str(port), PLANFLOW_DATABASE_URL=PlanflowSettings().ledger_url, **extra)
 
 
 def _import_once() -> float:
@@ -133,7 +186,9 @@ def run(out: Path, quick: bool) -> Result:
     ledger = Ledger(PlanflowSettings().ledger_url)
     server = latency_server(0.0)
     modes: dict[str, list[dict[str, Any]]] = {"running_server": [], "running_server_with_prefect_api": [],
+                                              "local_server_warm": [], "local_server_first_ever": [],
                                               "embedded_default": [], "import_only": []}
+    local_servers: list[Any] = []
     try:
         warm_prefect(server.base_url)
         ephemeral_home = work / "prefect-ephemeral"
@@ -143,8 +198,14 @@ def run(out: Path, quick: bool) -> Result:
             "running_server": subprocess_env(ephemeral_home, **fake),
             "running_server_with_prefect_api": subprocess_env(work / "prefect-api", api_url=prefect_api_url(), **fake),
             # --quick caps the node's answer: the figure is the time to the node's start, not generation
+            "local_server_warm": _local_server_env(work / "local-warm", local_servers, warm=True, **fake),
             "embedded_default": subprocess_env(ephemeral_home, **({"PLANFLOW_NODE_MAX_TOKENS": "32"} if quick else {})),
         }
+        if not quick:  # a fresh database's migration: 20-60 s
+            first_ever_env = _local_server_env(work / "local-first", local_servers, warm=False, **fake)
+            row = _cli_once(first_ever_env, plan_file, work / "logs", "local_server_first_ever", server, ledger)
+            modes["local_server_first_ever"].append(row)
+            log(f"startup local_server_first_ever: {row}")
         for rep in range(reps):
             if not quick:
                 modes["import_only"].append({"wall_s": _import_once()})
@@ -157,6 +218,8 @@ def run(out: Path, quick: bool) -> Result:
     finally:
         server.stop()
         ledger.close()
+        for local in local_servers:
+            local.stop()
     result["modes"] = modes
     default_threads = PlanflowSettings().embedded_threads
     result["embedded_model"] = _tokens_per_second(reps, default_threads, 64 if quick else 200)
@@ -173,6 +236,11 @@ def run(out: Path, quick: bool) -> Result:
         "running_server_first_llm_call_s": figure("running_server", "first_llm_call_s"),
         "running_server_wall_s": figure("running_server", "wall_s"),
         "with_prefect_api_first_llm_call_s": figure("running_server_with_prefect_api", "first_llm_call_s"),
+        "local_server_warm_first_llm_call_s": figure("local_server_warm", "first_llm_call_s"),
+        "local_server_warm_wall_s": figure("local_server_warm", "wall_s"),
+        "local_server_warm_cli_cpu_s": figure("local_server_warm", "cli_cpu_to_first_llm_call_s"),
+        "running_server_cli_cpu_s": figure("running_server", "cli_cpu_to_first_llm_call_s"),
+        "local_server_first_ever_first_llm_call_s": figure("local_server_first_ever", "first_llm_call_s"),
         "embedded_node_started_s": figure("embedded_default", "node_started_s"),
         "embedded_wall_s": figure("embedded_default", "wall_s"),
         "import_only_s": figure("import_only", "wall_s"),
@@ -192,12 +260,14 @@ def run(out: Path, quick: bool) -> Result:
 def _plot(result: Result, out: Path) -> None:
     plt = pyplot()
     s = result["summary"]
-    labels = ["import only", "running LLM server\n+ Prefect API server", "running LLM server\n(default: temp. Prefect)",
-              "embedded model\n(default)"]
-    first = [s["import_only_s"].get("median", 0), s["with_prefect_api_first_llm_call_s"].get("median", 0),
-             s["running_server_first_llm_call_s"].get("median", 0), s["embedded_node_started_s"].get("median", 0)]
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    bars = ax.barh(labels, first, color=["grey", "C2", "C0", "C1"])
+    labels = ["import only", "running LLM server\n+ warm local server (default)", "running LLM server\n+ Prefect API server",
+              "running LLM server\n(PLANFLOW_SERVER=temporary)", "embedded model\n(temporary Prefect)",
+              "first run ever\n(local server migrates)"]
+    first = [s["import_only_s"].get("median", 0), s["local_server_warm_first_llm_call_s"].get("median", 0),
+             s["with_prefect_api_first_llm_call_s"].get("median", 0), s["running_server_first_llm_call_s"].get("median", 0),
+             s["embedded_node_started_s"].get("median", 0), s["local_server_first_ever_first_llm_call_s"].get("median", 0)]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    bars = ax.barh(labels, first, color=["grey", "C2", "C4", "C0", "C1", "C3"])
     for bar, value in zip(bars, first):
         ax.annotate(f"{value:.1f} s", (value, bar.get_y() + bar.get_height() / 2), va="center", fontsize=9,
                     xytext=(3, 0), textcoords="offset points")

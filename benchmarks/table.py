@@ -13,6 +13,8 @@ from benchmarks.common import DEFAULT_OUT
 
 # `overhead --prefect-api` runs against a separate server, one directory each (benchmarks/README.md)
 SERVER_RUNS = (("SQLite", "prefect-server-sqlite"), ("PostgreSQL", "prefect-server-postgres"))
+LOADED_STARTUP = "startup-loaded"
+"""A `startup` run taken on a loaded machine, kept apart from the idle figures (benchmarks/README.md)."""
 
 
 def _load(out: Path, name: str) -> dict[str, Any] | None:
@@ -127,9 +129,12 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
                       f"{s['all']['naive_over_deps']:.2f}x ({s['all']['saved_fraction'] * 100:.0f}% saved)",
                       f"DAGs {s['dag']['naive_over_deps']:.2f}x, chains {s['chain']['naive_over_deps']:.2f}x; per plan "
                       f"p95 {s['all']['per_plan_ratio']['p95']:.2f}x"))
+    for d in (_load(out, "startup"), _load(out / LOADED_STARTUP, "startup")):
+        if d and "local_server_warm_first_llm_call_s" in d["summary"]:
+            table.append(_local_server_row(d))
     if d := _load(out, "startup"):
         s = d["summary"]
-        table.append(("Start-up to first model call, running server (default temporary Prefect)",
+        table.append(("Start-up to first model call, running server, PLANFLOW_SERVER=temporary (Prefect's temporary server)",
                       f"{s['running_server_first_llm_call_s'].get('median', float('nan')):.1f} s",
                       f"with a Prefect API server: {s['with_prefect_api_first_llm_call_s'].get('median', float('nan')):.1f} s; "
                       f"import alone {s['import_only_s'].get('median', float('nan')):.1f} s"))
@@ -151,6 +156,21 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
                       f"{s['node_count_error'].get('median', float('nan')):+.0f}",
                       f"repairs {s['repair_rate']}, compile failures {s['compile_failure_rate']}"))
     return table
+
+
+def _local_server_row(d: dict[str, Any]) -> tuple[str, str, str]:
+    s, nan = d["summary"], float("nan")
+    load = d["machine"].get("loadavg_1m", nan)
+    loaded = f" (machine loaded: load {load:.1f} on 2 cores)" if load > 3 else ""
+    cpu = s.get("local_server_warm_cli_cpu_s", {})
+    return (f"Start-up to first model call, local Prefect server running (the default after the first run){loaded}",
+            f"**{s['local_server_warm_first_llm_call_s'].get('median', nan):.1f} s**"
+            + (f"; the CLI's own CPU by then {cpu['median']:.1f} s" if cpu.get("n") else ""),
+            f"same run: temporary server {s['running_server_first_llm_call_s'].get('median', nan):.1f} s"
+            + (f" (CPU {s['running_server_cli_cpu_s']['median']:.1f} s)" if s.get("running_server_cli_cpu_s", {}).get("n")
+               else "")
+            + f", import alone {s['import_only_s'].get('median', nan):.1f} s; first run ever (the CLI starts the server, "
+            f"which migrates a new database) {s['local_server_first_ever_first_llm_call_s'].get('median', nan):.0f} s")
 
 
 def main() -> None:

@@ -100,6 +100,11 @@ class Owner:
         )
 
     @classmethod
+    def of_process(cls, pid: int, token: str = "") -> Owner:
+        """Another process of this host (e.g. a server this one started), named as exactly."""
+        return cls(host=socket.gethostname(), pid=pid, started=_started(psutil.Process(pid)), boot=boot_id(), token=token)
+
+    @classmethod
     def parse(cls, text: str) -> Owner:
         """Read `host:pid:start:boot:token`, or the older `host:pid:token` / `host:pid`."""
         parts = text.split(":")

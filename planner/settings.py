@@ -143,6 +143,18 @@ class PlanflowSettings(BaseSettings):
         description="Hosts (host or host:port) the HTTP tools may reach, comma-separated; none by default.",
     )
     tool_timeout: float = Field(default=60.0, gt=0, description="Seconds one tool call may take.")
+    server: Literal["local", "temporary"] = Field(
+        default="local",
+        description="Prefect API for runs when PREFECT_API_URL is not set: 'local' starts (once) and reuses "
+        "a Prefect server with its UI that outlives the CLI (`planflow server stop` ends it); 'temporary' "
+        "lets Prefect start a temporary server that stops with each command (nothing viewable afterwards).",
+    )
+    server_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of the local Prefect server (host 127.0.0.1); default 4200 if free, else any free port.",
+    )
     embedded_ctx: int = Field(default=8192, ge=512, description="Context size of the embedded model.")
     embedded_threads: int = Field(
         default_factory=default_embedded_threads,

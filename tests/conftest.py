@@ -26,6 +26,9 @@ os.environ.update(
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
         "PLANFLOW_HOME": str(SESSION_DIR / "planflow"),
+        # No local Prefect server left running by a test run: CLI runs use Prefect's
+        # temporary server; tests/cli/test_server.py starts (and stops) its own.
+        "PLANFLOW_SERVER": "temporary",
         # Fast retries: the backoff mechanism is Prefect's; its length is not under test.
         "PLANFLOW_RETRY_BACKOFF": "0.05",
         "PLANFLOW_RETRY_JITTER": "0",

@@ -137,6 +137,7 @@ def test_startup(quick_results):
     summary = quick_results["startup"]["summary"]
     assert summary["all_exit_codes_zero"] is True
     assert _positive(summary["running_server_first_llm_call_s"]["median"])
+    assert _positive(summary["local_server_warm_first_llm_call_s"]["median"])  # the default, server running
     assert _positive(summary["embedded_node_started_s"]["median"])
     assert _positive(summary["embedded_tokens_per_s"]["median"])
 

@@ -3,9 +3,11 @@
     planflow "Plan a 3-day trip to Lisbon"          (or: python flows/run.py ...)
     planflow "Summarise the plan" --plan plan.json --report report.json
     planflow runs list
+    planflow server status
 
 One module per command group: `goal` (the default: run a goal), `runs` (the
-ledger's runs and what to do with them). Exit codes: 0 completed, 1 the run
+ledger's runs and what to do with them), `server` (the local Prefect server runs
+reuse, which keeps them viewable in the UI). Exit codes: 0 completed, 1 the run
 failed, 2 bad input (empty goal, invalid plan file, unrepairable plan, bad
 option), 3 a service is unavailable (ledger database, Prefect API), 130
 interrupted or cancelled. The answer goes to stdout; the live view and errors go to stderr.
@@ -26,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         from flows.cli.runs import runs_main
 
         return runs_main(argv[1:])
+    if argv[:1] == ["server"]:
+        from flows.cli.server import server_main
+
+        return server_main(argv[1:])
     from flows.cli.goal import goal_main
 
     return goal_main(argv)

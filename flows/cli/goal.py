@@ -35,7 +35,15 @@ environment:
   PLANFLOW_REQUEST_TIMEOUT          seconds per model call (default 120)
   PLANFLOW_RETRY_BACKOFF            backoff base in seconds (default 1; delays 1, 2, 4, ...)
   PLANFLOW_CONTEXT_CHARS            characters of each dependency result given to a task (default 4000)
-  PREFECT_API_URL                   run against a Prefect server instead of a local temporary one
+  PREFECT_API_URL                   run against this Prefect server (default: the local one, below)
+  PLANFLOW_SERVER                   'local' (default): start once and reuse a local Prefect server
+                                    whose UI keeps every run viewable; 'temporary': a temporary
+                                    server that stops with the command
+  PLANFLOW_SERVER_PORT              the local server's port (default 4200 if free)
+
+the local Prefect server (API + UI on 127.0.0.1; a run starts it on first use and says so):
+  planflow server status            up or down, URL, pid, uptime, database
+  planflow server stop              stop it (runs started afterwards start it again)
 
 runs (the ledger, for people without the Prefect UI open):
   planflow runs list                list recent runs and their status
@@ -127,29 +135,54 @@ def run_goal(
     parameters of the flow, for the commands that need them.
     """
     import asyncio
+    import sys
+
+    from flows.cli.server import choose_prefect_api, started_notice
+    from flows.local_server import LocalServerError
+    from planner.settings import PlanflowSettings
+
+    started = time.monotonic()
+    settings = PlanflowSettings()
+    try:
+        api = choose_prefect_api(settings)  # before Prefect is imported; its start overlaps the imports below
+    except LocalServerError as exc:
+        return fail(str(exc), EXIT_UNAVAILABLE)
+    if api.started:  # said even with --quiet: something keeps running after this command
+        print(started_notice(api), file=sys.stderr, flush=True)
 
     from rich.console import Console
 
     from flows.cli.runs_answer import pause_notice
     from flows.display import LiveRunView
     from flows.plan_and_execute import plan_and_execute
+    from flows.ui_links import RunLinks
     from planner.errors import PlanflowError, RunInProgressError, UserInputError
     from planner.report import build_report
-    from planner.settings import PlanflowSettings
 
     console = Console(stderr=True)
-    started = time.monotonic()
     since = datetime.now(timezone.utc)
+    links = RunLinks(console, api.kind, enabled=not args.quiet)
     # With --quiet the view draws nothing, but a pause for a person is still told: the run waits on the reader.
     view = LiveRunView(ledger, run_key, console, pause_notice=pause_notice, progress=not args.quiet)
-    if not args.quiet and PlanflowSettings().uses_embedded_model and args.model in (None, "embedded"):
-        view.note = f"starting the embedded model and planning {run_key} …"
+    note = ""
+    if not args.quiet and settings.uses_embedded_model and args.model in (None, "embedded"):
+        note = f"starting the embedded model and planning {run_key} …"
     try:
+        view.note = (
+            "starting the local Prefect server (its first start sets up a database: up to a minute) …"
+            if api.started
+            else note
+        )
         view.__enter__()
         try:
+            try:
+                api.wait()
+            except LocalServerError as exc:
+                return fail(str(exc), EXIT_UNAVAILABLE)
+            view.note = note
             _start_temporary_server_apart_from_ctrl_c()
             state = asyncio.run(
-                plan_and_execute(
+                links.announcing(_json_parameters(plan_and_execute))(
                     goal=goal,
                     run_key=run_key,
                     plan=plan,
@@ -182,6 +215,7 @@ def run_goal(
         lost = lost_service(exc, run_key)
         return fail(lost or f"could not run the flow: {type(exc).__name__}: {first_line(exc)}", EXIT_UNAVAILABLE)
 
+    links.at_end(ledger.run(run_key))
     outcome = state.result(raise_on_failure=False) if state.is_completed() or state.is_failed() else None
     if args.report and ledger.run(run_key) is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
@@ -251,3 +285,25 @@ def _start_temporary_server_apart_from_ctrl_c() -> None:
         SubprocessASGIServer().start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _json_parameters(flow: Any) -> Any:
+    """A copy of `flow` whose parameters reach the API as they are when they are plain JSON.
+
+    Prefect passes each through FastAPI's `jsonable_encoder`: importing FastAPI for it
+    cost 0.1-0.4 s of CPU before the first model call (1 s of wall time on a loaded
+    2-core machine), and Planflow's
+    parameters (strings, numbers, lists, a plan dict) are JSON already. Anything
+    else still goes Prefect's way.
+    """
+    flow = flow.with_options()
+    prefect_way = flow.serialize_parameters
+
+    def serialize_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return json.loads(json.dumps(parameters))
+        except (TypeError, ValueError):
+            return prefect_way(parameters)
+
+    flow.serialize_parameters = serialize_parameters
+    return flow

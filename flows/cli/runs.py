@@ -92,6 +92,9 @@ def _show(args: argparse.Namespace, ledger: Any) -> int:
         return 0
     console = Console()
     console.print(f"[bold]{run.goal}[/]\nrun {run.run_key} · {_status(run, when=True)} · flow run {run.flow_run_id}")
+    from flows.ui_links import recorded_run_link
+
+    console.print(recorded_run_link(run.prefect_api_url, run.flow_run_id), markup=False, highlight=False, soft_wrap=True)
     for version in report["plan_versions"]:
         asked = f", asked by {version['requested_by']}" if version["requested_by"] else ""
         action = f" ({version['action']}{asked})" if version["action"] else ""
