@@ -18,7 +18,7 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Cancelled, State
-from prefect.utilities.annotations import quote
+from prefect.utilities.annotations import allow_failure, quote
 
 from flows.cancellation import CancelRequest, RunCancelled, cancel_in_prefect, record_cancel_hook, run_cancellable
 from flows.executor import ExecutionResult, execute_plan
@@ -337,8 +337,9 @@ async def _execute_with_replans(
     settings, ledger, run_key = resources.settings, resources.ledger, resources.run_key
     outcomes: dict[str, NodeOutcome] = {}
     states: dict[str, State] = {}
+    replanned: State | None = None  # the last replan's state: the new version's first tasks wait on it
     while True:
-        execution = await _execute(resources, goal, position, outcomes, states)
+        execution = await _execute(resources, goal, position, outcomes, states, after=replanned)
         if execution.ok:
             return position, execution
         outcomes, states = execution.outcomes, execution.states
@@ -386,8 +387,14 @@ async def _execute_with_replans(
         # its resume goes straight back to the replanner. A replan that fails here clears it
         # (the run fails; resuming it later tries the task again, as any failed run does).
         ledger.node_replan_pending(run_key, failed_id)
+        # The replan waits on the failed node, so the run graph draws what happened.
+        failed_state = execution.states.get(failed_id)
         try:
-            outcome = await replan(spec)
+            replanned = await replan(  # quote(): the spec's values are not the run graph's edges
+                quote(spec), wait_for=[allow_failure(failed_state)] if failed_state is not None else None,
+                return_state=True,
+            )
+            outcome = await replanned.aresult()
         except Exception:
             ledger.node_replan_pending(run_key, failed_id, False)
             raise
@@ -463,13 +470,19 @@ async def _execute(
     position: _Position,
     outcomes: dict[str, NodeOutcome],
     states: dict[str, State],
+    after: State | None = None,
 ) -> ExecutionResult:
+    """Run `position`'s plan; `after` (a replan's state) is waited for by the tasks that
+    depend on nothing new, so the run graph draws the new version from its replan."""
     settings, ledger, run_key = resources.settings, resources.ledger, resources.run_key
     plan, version = position.plan, position.version
     reruns = rerun_versions_of(resources)  # nodes a person asked to rerun get keys of their own
     # One task object per plan version (its tags); each run is named from its spec.
     tags = [f"run:{run_key}", f"plan:v{version}"] if settings.task_tags else []
     node_task = execute_node.with_options(tags=tags, **retry_options(settings))
+    # Its data (the new plan) is replaced by a token: Prefect would walk it and draw edges to
+    # whatever made the objects in it (the plan task), where only the replan's own edge is meant.
+    edge_from_replan = after.model_copy(update={"data": True}) if after is not None else None
 
     def run_node(node_id: str, upstream: dict[str, NodeOutcome], wait_for: list[State]) -> Any:
         task = plan.by_id[node_id]
@@ -489,6 +502,8 @@ async def _execute(
         )
         # quote(): plain values, nothing for Prefect to walk; edges come from wait_for alone
         # (walking them also links interned strings such as the id "a" to a's result).
+        if edge_from_replan is not None and all(d in done for d in task.depends_on):
+            wait_for = [*wait_for, edge_from_replan]
         return node_task(quote(spec), quote(upstream), wait_for=wait_for, return_state=True)
 
     async def settled(node_id: str, outcome: NodeOutcome | None, error: BaseException | None, cached: bool) -> None:

@@ -196,6 +196,26 @@ class TestNotTheTasksFault:
         assert {n.node_id: n.status for n in ledger.nodes(run_key)}["a"] == "completed"
 
 
+def _task_runs_with_inputs(state) -> dict[str, dict]:
+    """The flow run's task runs (a subflow appears as one in its parent), by id: name and upstream ids."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            )
+
+    return {
+        str(r.id): {"name": r.name, "inputs": {str(i.id) for inputs in r.task_inputs.values() for i in inputs
+                                                if hasattr(i, "id")}}
+        for r in asyncio.run(read())
+    }
+
+
 class TestWhatTheUIShows:
     def test_a_replanned_run_shows_each_version_its_end_and_the_replan(self, fake_llm, run_key):
         fake_llm.script("plan", plan_json(("a", []), ("b", ["a"]), ("c", ["b"])))
@@ -227,3 +247,12 @@ class TestWhatTheUIShows:
         rows = json.loads(rows) if isinstance(rows, str) else rows
         assert {r["node"]: r["status"] for r in rows} == {
             "a": "completed", "b": "failed", "v2.1": "completed", "c": "completed"}
+        # The run graph reads as what happened: b -> the replan -> v2.1 (which also keeps its edge from a).
+        graph = _task_runs_with_inputs(state)
+        upstream = {name: {graph[i]["name"] for i in inputs if i in graph} for name, inputs in
+                    ((r["name"], r["inputs"]) for r in graph.values())}
+        (replan_run,) = [name for name in upstream if name.startswith("replan")]
+        assert upstream[replan_run] == {"b: do b"}, upstream
+        assert upstream["v2.1: do b, briefly"] == {"a: do a", replan_run}, upstream
+        assert upstream["c: do c"] == {"v2.1: do b, briefly"}, upstream
+
