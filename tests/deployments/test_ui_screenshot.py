@@ -14,25 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from cdp import CHROMIUM, FLAGS
 from deploykit import PLAN, TEST_OUTPUT, CompletedRun, PrefectServer
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--hide-scrollbars",
-    "--virtual-time-budget=15000",
-    "--window-size=1400,900",
-]
+# The same headless Chromium as the DevTools-driven tests, with time to render each page.
+CHROMIUM_FLAGS = [*FLAGS, "--virtual-time-budget=15000"]
 
 
 def _chromium(args: list[str], profile: Path, timeout: float = 120) -> subprocess.CompletedProcess:
