@@ -63,17 +63,18 @@ def recorded_run_link(api_url: str | None, flow_run_id: str | None) -> str:
     )
 
 
-TEMPORARY_NOTE = (
-    " (viewable only until this command ends: it ran on Prefect's temporary server; "
-    "`planflow server start` keeps runs viewable)"
+NO_UI_ON_TEMPORARY_SERVER = (
+    "Prefect UI: none for this run: it ran on Prefect's temporary server, which serves no UI and "
+    "stops with this command; `planflow server start` (or no PLANFLOW_SERVER=temporary) keeps runs viewable"
 )
 
 
 class RunLinks:
     """A run's UI link on stderr, once when its flow run starts and once at the end.
 
-    `kind` is the API the run uses (`flows.cli.server.ApiChoice.kind`): on a
-    temporary server the end line says the link dies with the command.
+    `kind` is the API the run uses (`flows.cli.server.ApiChoice.kind`): Prefect's
+    temporary server serves no UI (it starts with PREFECT_UI_ENABLED=0), so there
+    is no link to give; the end line says so and how to keep runs viewable.
     """
 
     def __init__(self, console: Any, kind: str, enabled: bool = True) -> None:
@@ -82,7 +83,7 @@ class RunLinks:
 
     def announcing(self, flow: Any) -> Any:
         """`flow` with an on-running hook that prints the link as soon as its flow run exists."""
-        if not self._enabled:
+        if not self._enabled or self._kind == "temporary":
             return flow
         return flow.with_options(on_running=[*flow.on_running_hooks, self._on_running])
 
@@ -96,11 +97,13 @@ class RunLinks:
         """The link again, from the ledger's record of the run (None: nothing to link)."""
         if not self._enabled or run is None or not run.flow_run_id or not run.prefect_api_url:
             return
-        note = TEMPORARY_NOTE if self._kind == "temporary" else ""
-        self._print(flow_run_link(run.prefect_api_url, run.flow_run_id), note)
+        if self._kind == "temporary":
+            self._console.print(NO_UI_ON_TEMPORARY_SERVER, markup=False, highlight=False, soft_wrap=True)
+            return
+        self._print(flow_run_link(run.prefect_api_url, run.flow_run_id))
 
-    def _print(self, link: str, note: str = "") -> None:
-        self._console.print(f"Prefect UI: {link}{note}", markup=False, highlight=False, soft_wrap=True)
+    def _print(self, link: str) -> None:
+        self._console.print(f"Prefect UI: {link}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _current_api_url() -> str:
