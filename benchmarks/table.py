@@ -95,6 +95,19 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
                       f"asyncio {m['asyncio']:.2f} s; Prefect floor async {m['prefect_floor_async']:.2f} s "
                       f"({s['stress_over_asyncio']['prefect_floor_async']}x), sync {m['prefect_floor_sync']:.2f} s "
                       f"({s['stress_over_asyncio']['prefect_floor_sync']}x)"))
+    if d := _load(out, "hop_profile"):
+        s, n = d["summary"], d["params"]["chain_nodes"]
+
+        def parts(config: str) -> str:
+            return ", ".join(f"{name} {ms:.1f}" for name, ms in s[config]["segments_ms_p50"].items() if ms >= 0.5)
+
+        tagged = s["planflow_tagged_no_tools"]
+        table.append((f"Where a hop goes, {n}-node chain at 0 ms, p50 per segment (ms)",
+                      f"{s['planflow']['hop_ms']['p50']:.1f} ms: {parts('planflow')}",
+                      f"without built-in tools {s['planflow_no_builtin_tools']['hop_ms']['p50']:.1f}; with task-run "
+                      f"tags {tagged['hop_ms']['p50']:.1f} (tag slots "
+                      f"{tagged['engine_ms_per_task_run']['tag concurrency slots']:.1f} ms per task run); Prefect "
+                      f"floor async {s['prefect_floor_async']['hop_ms']['p50']:.1f}: {parts('prefect_floor_async')}"))
     if d := _load(out, "resume"):
         s = d["summary"]
         table.append((f"Resume after SIGKILL ({s['trials']} trials): duplicate calls of finished nodes",
