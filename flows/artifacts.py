@@ -189,7 +189,9 @@ class RunArtifacts:
         else:
             await self._safely("progress", aupdate_progress_artifact(self._progress_id, percent))
 
-    async def results(self, plan: Plan, version: int, answer: str | None, error: str | None = None) -> None:
+    async def results(
+        self, plan: Plan, version: int, answer: str | None, error: str | None = None, *, cancelled: bool = False
+    ) -> None:
         rows = []
         tool_calls = {node: len(calls) for node, calls in current_tool_calls(self.ledger, self.run_key).items()}
         for node in self.ledger.nodes(self.run_key):
@@ -218,9 +220,12 @@ class RunArtifacts:
                 description=f"Every task of {self.run_key}",
             ),
         )
-        ending = "the run completed" if answer is not None else "the run failed"
+        ending = "the run completed" if answer is not None else "the run was cancelled" if cancelled else "the run failed"
         await self._final_state(plan, version, self.node_states(), self._versions(), ending)
-        body = f"## Answer\n\n{answer}" if answer is not None else f"## Run failed\n\n{error}"
+        if answer is not None:
+            body = f"## Answer\n\n{answer}"
+        else:
+            body = f"## Run {'cancelled' if cancelled else 'failed'}\n\n{error}"
         await self._safely(
             "answer",
             acreate_markdown_artifact(

@@ -98,7 +98,10 @@ async def execute_plan(
             for done in finished:
                 node = in_flight.pop(done)
                 settled = await _settle(result, node, done)
-                notices.append(asyncio.ensure_future(_notify(on_settled, node, *settled)))
+                previous = notices[-1] if notices else None
+                notices.append(asyncio.ensure_future(_notify_after(previous, on_settled, node, *settled)))
+            if notices and _failed(notices[-1]):
+                break  # the ledger or the UI failed: stop starting nodes; raised below
     finally:
         # Cancelled (Ctrl-C, a cancelled flow run): the running nodes go with it, and each
         # node's engine records how it ended before anyone reads the task runs' states;
@@ -110,7 +113,7 @@ async def execute_plan(
         if notices:
             await asyncio.gather(*notices, return_exceptions=True)
     for notice in notices:
-        if notice.exception() is not None:
+        if _failed(notice):
             raise notice.exception()  # type: ignore[misc]
     result.failed.update(failed_before or {})
     result.not_started = [
@@ -140,6 +143,19 @@ async def _settle(
         value = RuntimeError(f"node ended {state.name if state is not None else 'without a state'}")
     result.failed[node] = value
     return None, value, False
+
+
+def _failed(notice: asyncio.Future[None]) -> bool:
+    return notice.done() and not notice.cancelled() and notice.exception() is not None
+
+
+async def _notify_after(previous: asyncio.Future[None] | None, callback: Callable[..., Any] | None, *args: Any) -> None:
+    """`_notify`, once the previous node's notice has run: notices run one at a time, in
+    settling order, beside the DAG (two at once would race, e.g. both creating the progress
+    artifact). A failed notice fails the ones after it too."""
+    if previous is not None:
+        await previous
+    await _notify(callback, *args)
 
 
 async def _notify(callback: Callable[..., Any] | None, *args: Any) -> None:

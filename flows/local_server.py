@@ -166,7 +166,9 @@ class LocalServer:
         port = self._pick_port()
         self.home.mkdir(parents=True, exist_ok=True)
         self.prefect_home.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        # It outlives this command: it gets neither Prefect's settings of this shell nor its
+        # secrets (model API keys, the ledger's database URL), only what runs a program.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "OPENAI_", "PLANFLOW_"))}
         env.update(SERVER_ENV)
         env.update(
             {
@@ -267,7 +269,7 @@ def healthy(port: int, timeout: float = HEALTH_TIMEOUT) -> bool:
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         connection.request("GET", "/api/health")
-        return connection.getresponse().status == 200
+        return connection.getresponse().status in (200, 401, 403)
     except (OSError, http.client.HTTPException):
         return False
     finally:
@@ -275,7 +277,9 @@ def healthy(port: int, timeout: float = HEALTH_TIMEOUT) -> bool:
 
 
 def api_reachable(api_url: str, path: str = "/health", timeout: float = HEALTH_TIMEOUT) -> bool:
-    """True if `GET api_url + path` answers 200 (e.g. `/flow_runs/<id>`: that flow run is there)."""
+    """True if `GET api_url + path` answers 200 (e.g. `/flow_runs/<id>`: that flow run is there),
+    or 401/403: a server that wants credentials (Prefect Cloud, an authenticated server) is
+    there; this check sends none."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(api_url.rstrip("/") + path)
@@ -285,7 +289,7 @@ def api_reachable(api_url: str, path: str = "/health", timeout: float = HEALTH_T
     connection = kind(parts.hostname, parts.port, timeout=timeout)
     try:
         connection.request("GET", parts.path or "/")
-        return connection.getresponse().status == 200
+        return connection.getresponse().status in (200, 401, 403)
     except (OSError, http.client.HTTPException):
         return False
     finally:
@@ -296,6 +300,9 @@ def configured_api_url(environ: dict[str, str] | None = None) -> str | None:
     """The Prefect API the user chose: PREFECT_API_URL, else the active Prefect profile's.
 
     Read without importing Prefect (a TOML file), so the CLI never overrides a profile.
+    Prefect's other sources (`.env`, `prefect.toml`, `[tool.prefect]` in pyproject.toml)
+    are not read here: an API set only there is overridden by the local server; set
+    PREFECT_API_URL or a profile instead.
     """
     env = os.environ if environ is None else environ
     if env.get("PREFECT_API_URL"):

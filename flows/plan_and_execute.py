@@ -197,17 +197,25 @@ async def _plan_execute_answer(
     return {"run_key": run_key, "status": "completed", "answer": answer, "plan_version": position.version}
 
 
-async def _record_cancel(resources: RunResources, flow_run_id: str, request: CancelRequest) -> State:
+async def _record_cancel(
+    resources: RunResources, flow_run_id: str, request: CancelRequest
+) -> dict[str, Any] | State:
     """The ledger says cancelled (who, when; running nodes too), then Prefect: the flow run
     ends Cancelled with the state returned here."""
     ledger, run_key = resources.ledger, resources.run_key
-    await resources.write(ledger.cancel_run, run_key, by=request.by, at=request.at, flow_run_id=flow_run_id)
+    changed = await resources.write(ledger.cancel_run, run_key, by=request.by, at=request.at, flow_run_id=flow_run_id)
     run = ledger.run(run_key)
+    if not changed and run is not None and run.status in ("completed", "failed"):
+        # The cancel came after the run had ended another way (while its artifacts were
+        # published): that ending stands, in Prefect as in the ledger.
+        if run.status == "completed":
+            return {"run_key": run_key, "status": "completed", "answer": run.answer, "plan_version": run.plan_version}
+        raise RunFailedError(run.error or "the run failed")
     by = run.cancelled_by if run is not None and run.cancelled_by else request.by
     message = f"cancelled by {by}; the work done so far is kept: resume with planflow runs resume {run_key}"
     get_run_logger().warning("Run %s %s", run_key, message)
     await cancel_in_prefect(flow_run_id, message)
-    await _publish_outcome(resources, None, f"cancelled by {by}")
+    await _publish_outcome(resources, None, f"cancelled by {by}", cancelled=True)
     return Cancelled(message=message)
 
 
@@ -231,12 +239,14 @@ async def _mark_crashed_in_prefect(flow_run_id: str, reason: str) -> None:
         get_run_logger().warning("Could not mark flow run %s Crashed: %s", flow_run_id, exc)
 
 
-async def _publish_outcome(resources: RunResources, answer: str | None, error: str | None) -> None:
+async def _publish_outcome(
+    resources: RunResources, answer: str | None, error: str | None, *, cancelled: bool = False
+) -> None:
     versions = resources.ledger.plan_versions(resources.run_key)
     if versions:
         latest = versions[-1]
         plan = Plan.model_validate_json(latest.plan_json)
-        await resources.artifacts.results(plan, latest.version, answer, error)
+        await resources.artifacts.results(plan, latest.version, answer, error, cancelled=cancelled)
 
 
 def _check_run_key(ledger: Ledger, run_key: str, goal: str) -> None:

@@ -389,7 +389,8 @@ class Ledger:
 
     def cancel_run(self, run_key: str, *, by: str, at: datetime | None = None, flow_run_id: str | None = None) -> bool:
         """End a running run as cancelled: its running nodes become cancelled (finished ones
-        keep their results). A pending request's name and time win over `by` and `at`.
+        keep their results), and a pause still waiting is closed as cancelled. A pending
+        request's name and time win over `by` and `at`.
         With `flow_run_id`, only if that is still the run's flow run. False if nothing changed."""
         now = utcnow()
         with Session(self.engine) as s:
@@ -404,6 +405,12 @@ class Ledger:
                 update(NodeRecord)
                 .where(NodeRecord.run_key == run_key, NodeRecord.status == "running")
                 .values(status="cancelled", error=f"cancelled by {run.cancelled_by}", finished_at=now)
+            )
+            s.exec(  # a pause still waiting for a person is answered by the cancel
+                update(DecisionRecord)
+                .where(DecisionRecord.run_key == run_key, DecisionRecord.decided_at.is_(None))
+                .values(action="cancelled", detail=f"the run was cancelled by {run.cancelled_by}",
+                        decided_by=run.cancelled_by, decided_at=now)
             )
             s.commit()
         return True

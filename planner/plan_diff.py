@@ -14,7 +14,7 @@ from planner.models import Plan
 
 __all__ = ["FINISHED_STATUSES", "PlanDiff", "final_statuses", "plan_diff"]
 
-FINISHED_STATUSES = ("completed", "cached", "failed")
+FINISHED_STATUSES = ("completed", "cached", "failed", "cancelled")
 """Node statuses that say what happened to a task; any other status means it never ran."""
 
 
@@ -51,7 +51,7 @@ def plan_diff(before: Plan, after: Plan, *, failed: str | None = None, action: s
 def final_statuses(plan: Plan, statuses: Mapping[str, str], successor: Plan | None = None) -> dict[str, str]:
     """The state each task of `plan` ended in, from the ledger's node `statuses`.
 
-    Tasks that ran keep their status (completed, cached, failed). A task that never
+    Tasks that ran keep their status (completed, cached, failed, cancelled). A task that never
     ran is `replaced` when the next version (`successor`) dropped it, and `skipped`
     otherwise: when the run ended, or when the next version carries it on.
     """

@@ -81,6 +81,19 @@ def prefect_api_url() -> str:
     return PREFECT_API_URL.value() or "Prefect's temporary local server"
 
 
+def credentials_for(api_url: str) -> dict[str, Any]:
+    """`api_key`/`auth_string` for a Prefect client of `api_url`: this process's, only when that
+    is this process's own API, never sent to another URL the ledger names (a shared ledger is
+    not trusted with them)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL
+
+    own = api_url.rstrip("/") == (PREFECT_API_URL.value() or "").rstrip("/")
+    return {
+        "api_key": PREFECT_API_KEY.value() if own else None,
+        "auth_string": PREFECT_API_AUTH_STRING.value() if own else None,
+    }
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

@@ -49,6 +49,7 @@ runs (the ledger, for people without the Prefect UI open):
   planflow runs list                list recent runs and their status
   planflow runs show KEY [--json]   one run: plan versions, tasks, tokens (--json: the report)
   planflow runs resume KEY          resume a run by key (same as GOAL --run-key KEY)
+  planflow runs cancel KEY          cancel a running run (finished tasks are kept; resume later)
   planflow runs rerun KEY --from T  run task T and everything downstream again; the rest replays
   planflow runs approve KEY         a run paused for a person (--approve-plan): run its plan
   planflow runs edit KEY plan.json  a paused run: run this plan instead (checked like --plan)
@@ -182,7 +183,7 @@ def run_goal(
             view.note = note
             _start_temporary_server_apart_from_ctrl_c()
             state = asyncio.run(
-                links.announcing(_json_parameters(plan_and_execute))(
+                _json_parameters(links.announcing(plan_and_execute))(
                     goal=goal,
                     run_key=run_key,
                     plan=plan,

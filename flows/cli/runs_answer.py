@@ -19,7 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flows.cli.common import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, Unavailable, fail, first_line, quiet_prefect
+from flows.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_UNAVAILABLE,
+    Unavailable,
+    credentials_for,
+    fail,
+    first_line,
+    quiet_prefect,
+)
 
 __all__ = ["add_answer_commands", "pause_notice"]
 
@@ -125,19 +133,10 @@ def _client(api_url: str | None) -> Any:
     """A client of the API the run's flow run lives on. Credentials from this process's
     settings go only to that same API, never to another URL the ledger names."""
     from prefect.client.orchestration import SyncPrefectClient
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL
 
     if not api_url:
         raise NotPaused("the ledger has no Prefect API for this run (it never started a flow run here)")
-    own = api_url.rstrip("/") == (PREFECT_API_URL.value() or "").rstrip("/")
-    return _Checked(
-        SyncPrefectClient(
-            api_url,
-            api_key=PREFECT_API_KEY.value() if own else None,
-            auth_string=PREFECT_API_AUTH_STRING.value() if own else None,
-        ),
-        api_url,
-    )
+    return _Checked(SyncPrefectClient(api_url, **credentials_for(api_url)), api_url)
 
 
 class _Checked:

@@ -19,7 +19,15 @@ import socket
 import time
 from typing import Any
 
-from flows.cli.common import EXIT_BAD_INPUT, EXIT_COMPLETED, EXIT_UNAVAILABLE, fail, first_line, non_negative_int
+from flows.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_COMPLETED,
+    EXIT_UNAVAILABLE,
+    credentials_for,
+    fail,
+    first_line,
+    non_negative_int,
+)
 
 __all__ = ["add_cancel"]
 
@@ -52,7 +60,7 @@ def cancel_run(args: argparse.Namespace, ledger: Any) -> int:
     if problem is None:
         how = f"flow run {run.flow_run_id} set Cancelling"
     elif _signal_owner(run.owner):
-        how = f"the Prefect API is unreachable ({problem}): sent SIGINT to its process"
+        how = f"through Prefect it could not be ({problem}): sent SIGINT to its process"
     else:
         ledger.request_cancel(key, None)
         return fail(
@@ -95,16 +103,14 @@ def _through_prefect(run: Any, user: str) -> str | None:
 
 
 async def _set_cancelling(url: str, flow_run_id: str, user: str) -> str | None:
-    from prefect.client.orchestration import get_client
+    from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.responses import SetStateStatus
-    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import State
 
-    with temporary_settings(updates={PREFECT_API_URL: url}):
-        async with get_client() as client:
-            state = State(type=StateType.CANCELLING, message=f"cancel requested by {user} (planflow runs cancel)")
-            result = await client.set_flow_run_state(flow_run_id, state)
+    async with PrefectClient(url, **credentials_for(url)) as client:  # credentials only to our own API
+        state = State(type=StateType.CANCELLING, message=f"cancel requested by {user} (planflow runs cancel)")
+        result = await client.set_flow_run_state(flow_run_id, state)
     if result.status == SetStateStatus.ACCEPT or (result.state is not None and result.state.is_cancelled()):
         return None
     reason = getattr(result.details, "reason", None) or result.status.value
