@@ -78,6 +78,7 @@ async def execute_plan(
     # Bookkeeping of settled nodes (ledger, UI) runs beside the DAG, in order of settling:
     # a dependent starts the moment its dependencies' results are in, not after the writes.
     notices: list[asyncio.Future[None]] = []
+    broken: list[asyncio.Future[None]] = []  # notices that failed
     started = set(result.outcomes)
     try:
         while True:
@@ -99,8 +100,10 @@ async def execute_plan(
                 node = in_flight.pop(done)
                 settled = await _settle(result, node, done)
                 previous = notices[-1] if notices else None
-                notices.append(asyncio.ensure_future(_notify_after(previous, on_settled, node, *settled)))
-            if notices and _failed(notices[-1]):
+                notice = asyncio.ensure_future(_notify_after(previous, on_settled, node, *settled))
+                notice.add_done_callback(lambda n: _failed(n) and broken.append(n))
+                notices.append(notice)
+            if broken:
                 break  # the ledger or the UI failed: stop starting nodes; raised below
     finally:
         # Cancelled (Ctrl-C, a cancelled flow run): the running nodes go with it, and each
