@@ -1,9 +1,10 @@
 """7. First answer: does the embedded default say something a person would accept?
 
 For 20 varied goals (the kind a newcomer types first), plan with the bundled
-SmolLM2 exactly as the flow asks (`planning_messages`, `positional_plan_schema(7)`,
-one retry with the compiler's error), then answer the plan's last task as a node
-would (`execution_messages`, no upstream results, 128 tokens, stop at
+SmolLM2 exactly as the flow asks (`planning_messages` in the relative form,
+`relative_plan_schema(7)`, `EMBEDDED_PLAN_SAMPLING`, one retry with the
+compiler's error), then answer the plan's last task as a node would
+(`execution_messages`, no upstream results, 128 tokens, stop at
 `planner.answers.EMBEDDED_STOP`) and clean it with `planner.answers.clean_answer`.
 No Prefect: the planner and the model client only, so it stays fast.
 
@@ -55,28 +56,28 @@ async def _runs(goals: tuple[str, ...], base_url: str, model: str) -> list[dict[
     from planner.compiler import compile_plan
     from planner.errors import PlanError
     from planner.llm import LLMClient
-    from planner.models import positional_plan_schema
+    from planner.embedded_plan import EMBEDDED_PLAN_SAMPLING, plan_from_relative, relative_plan_schema
     from planner.prompts import execution_messages, planning_messages, planning_retry_messages
     from planner.settings import PlanflowSettings
 
     settings = PlanflowSettings()
     max_tasks = min(settings.max_tasks, 7)  # flows.plan_and_execute.EMBEDDED_MAX_TASKS
-    schema = positional_plan_schema(max_tasks)
+    schema = relative_plan_schema(max_tasks)
     client = LLMClient(base_url=base_url, api_key="embedded", model=model, timeout=300)
     rows = []
     try:
         for i, goal in enumerate(goals):
             t0 = time.monotonic()
             row: dict[str, Any] = {"goal": goal}
-            messages, compiled = planning_messages(goal), None
+            messages, compiled = planning_messages(goal, relative=True), None
             for _ in range(2):
                 answer = await client.complete(messages, purpose="plan", max_tokens=settings.plan_max_tokens,
-                                               json_schema=schema)
+                                               json_schema=schema, extra_body=EMBEDDED_PLAN_SAMPLING)
                 try:
-                    compiled = compile_plan(answer.text, max_tasks=max_tasks)
+                    compiled = compile_plan(plan_from_relative(answer.text), max_tasks=max_tasks)
                     break
                 except PlanError as exc:
-                    messages = planning_retry_messages(goal, answer.text, str(exc))
+                    messages = planning_retry_messages(goal, answer.text, str(exc), relative=True)
             row["plan_seconds"] = round(time.monotonic() - t0, 2)
             if compiled is None:
                 row.update({"compiled": False, "distinct_tasks": False, "raw_clean": False, "answer_ok": False})

@@ -5,14 +5,18 @@ Each is a request and its gold plan from `benchmarks/data/dev.jsonl.gz`
 as `positional_plan_schema` writes them and descriptions lightly shortened. They
 are short on purpose (a 135M model copies length as much as form) and show the
 two shapes a plan takes: a chain, and independent steps joined by a later one.
-None of them is in `benchmarks/plan_quality.py`'s graded sample.
+None of them is in `benchmarks/plan_quality.py`'s graded sample (a test checks it).
+
+The embedded model also gets `EMBEDDED_PLAN_EXAMPLES`, which adds a plan of two
+independent steps (the commonest DAG shape in the dev data: separate asks in one
+request) and orders them chain, independent, join, join-then-chain.
 """
 
 from __future__ import annotations
 
 import json
 
-__all__ = ["PLAN_EXAMPLES", "example_plan_json"]
+__all__ = ["EMBEDDED_PLAN_EXAMPLES", "PLAN_EXAMPLES", "example_plan_json"]
 
 # (source id, request, [(description, depends_on), ...])
 PLAN_EXAMPLES: tuple[tuple[str, str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
@@ -45,6 +49,18 @@ PLAN_EXAMPLES: tuple[tuple[str, str, tuple[tuple[str, tuple[str, ...]], ...]], .
         ),
     ),
 )
+
+_INDEPENDENT = (
+    "worfbench:toolbench_73",
+    "I'm feeling down and could use a good laugh. Can you give me a random Chuck Norris joke "
+    "and a funny programming meme to brighten my day?",
+    (
+        ("Fetch a random Chuck Norris joke.", ()),
+        ("Fetch a funny programming meme.", ()),
+    ),
+)
+
+EMBEDDED_PLAN_EXAMPLES = (PLAN_EXAMPLES[0], _INDEPENDENT, *PLAN_EXAMPLES[1:])
 
 
 def example_plan_json(tasks: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
