@@ -9,13 +9,15 @@ compiler's error), then answer the plan's last task as a node would
 No Prefect: the planner and the model client only, so it stays fast.
 
 Per goal: the plan compiled; its task descriptions differ from each other and
-from the goal; the raw answer is free of markup; the cleaned answer is non-empty
+from the goal; they are free of markup (`<tag`, `{placeholder}`: a penalty pushed
+too hard makes the model write those instead of repeating itself); the raw answer is free of markup; the cleaned answer is non-empty
 and free of markup (`is_clean_answer`). The summary gives each as a share of runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,9 @@ GOALS = (
     "Estimate the cost of painting a two-bedroom flat",
 )
 NODE_MAX_TOKENS = 128
+
+
+_TASK_MARKUP = re.compile(r"</?[a-zA-Z!][^\s>]*|\{[^}]*\}?|&#x?[0-9a-fA-F]+;")
 
 
 def _norm(text: str) -> str:
@@ -87,6 +92,7 @@ async def _runs(goals: tuple[str, ...], base_url: str, model: str) -> list[dict[
             descriptions = [_norm(t.description) for t in tasks]
             row["tasks"] = [t.description for t in tasks]
             row["distinct_tasks"] = len(set(descriptions)) == len(descriptions) and _norm(goal) not in descriptions
+            row["tasks_free_of_markup"] = not any(_TASK_MARKUP.search(t.description) for t in tasks)
             last = tasks[-1]
             t1 = time.monotonic()
             node = await client.complete(execution_messages(goal, last, {}, {}, settings.context_chars),
@@ -135,7 +141,9 @@ def run(out: Path, quick: bool) -> Result:
         "answer_non_empty_and_free_of_markup": share("answer_ok"),
         "raw_answer_free_of_markup": share("raw_clean"),
         "distinct_task_descriptions": share("distinct_tasks"),
-        "accepted": round(sum(bool(r.get("answer_ok") and r.get("distinct_tasks")) for r in rows) / n, 4) if n else 0,
+        "task_descriptions_free_of_markup": share("tasks_free_of_markup"),
+        "accepted": round(sum(bool(r.get("answer_ok") and r.get("distinct_tasks") and r.get("tasks_free_of_markup"))
+                            for r in rows) / n, 4) if n else 0,
         "tasks_per_plan": describe([len(r["tasks"]) for r in rows if r.get("compiled")]),
         "seconds_per_run": describe([r["plan_seconds"] + r.get("answer_seconds", 0) for r in rows]),
     }

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from planner.models import Task
 from planner.embedded_plan import relative_example
-from planner.plan_examples import EMBEDDED_PLAN_EXAMPLES, PLAN_EXAMPLES, example_plan_json
+from planner.plan_examples import PLAN_EXAMPLES, example_plan_json, nearest_examples
 
 __all__ = [
     "PROMPT_VERSION",
@@ -115,10 +115,13 @@ def tool_catalogue(tools: Sequence[ToolLine]) -> str:
     )
 
 
-def _few_shot(relative: bool) -> list[Message]:
-    """Worked examples as earlier turns: small models follow a shown plan far better than rules."""
+def _few_shot(goal: str, relative: bool) -> list[Message]:
+    """Worked examples as earlier turns: small models follow a shown plan far better than rules.
+
+    The embedded model sees the dev plans whose requests are nearest the goal; others a fixed three.
+    """
     turns: list[Message] = []
-    for _source, request, tasks in EMBEDDED_PLAN_EXAMPLES if relative else PLAN_EXAMPLES:
+    for _source, request, tasks in nearest_examples(goal) if relative else PLAN_EXAMPLES:
         turns.append({"role": "user", "content": f"Goal: {request}"})
         turns.append({"role": "assistant", "content": relative_example(tasks) if relative else example_plan_json(tasks)})
     return turns
@@ -132,7 +135,7 @@ def planning_messages(goal: str, tools: Sequence[ToolLine] = (), *, relative: bo
     system = EMBEDDED_PLANNER_SYSTEM if relative else PLANNER_SYSTEM
     return [
         {"role": "system", "content": system + tool_catalogue(tools)},
-        *_few_shot(relative),
+        *_few_shot(goal, relative),
         {"role": "user", "content": f"Goal: {goal}"},
     ]
 

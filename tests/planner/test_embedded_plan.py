@@ -10,7 +10,7 @@ import pytest
 
 from planner.compiler import compile_plan
 from planner.embedded_plan import AFTER, plan_from_relative, relative_example, relative_plan_schema
-from planner.plan_examples import EMBEDDED_PLAN_EXAMPLES, PLAN_EXAMPLES
+from planner.plan_examples import PLAN_EXAMPLES, example_pool, nearest_examples
 from planner.prompts import EMBEDDED_PLANNER_SYSTEM, PLANNER_SYSTEM, planning_messages, planning_retry_messages
 
 
@@ -42,6 +42,13 @@ class TestSchema:
         assert not valid(schema, rel(None, "all"))  # task 2: "all" would only repeat "previous"
         assert valid(schema, rel(None, "start", "all"))
 
+    def test_descriptions_cannot_hold_markup(self) -> None:
+        schema = relative_plan_schema(2)
+        assert not valid(schema, {"tasks": [{"description": "<h2>Party</h2>"}]})
+        assert not valid(schema, {"tasks": [{"description": "{your_custom code here}"}]})
+        assert not valid(schema, {"tasks": [{"description": ""}]})
+        assert valid(schema, {"tasks": [{"description": "Book a table for 4 (7 pm), then confirm."}]})
+
     def test_first_task_has_no_after_and_after_comes_after_the_description(self) -> None:
         defs = relative_plan_schema(3)["$defs"]
         assert defs["t1"]["required"] == ["description"]
@@ -61,6 +68,11 @@ class TestConversion:
         compiled = compile_plan(text, strict=True)
         assert compiled.repairs == ()
 
+    def test_a_raw_newline_in_a_description_is_read(self) -> None:
+        text = plan_from_relative('{"tasks": [{"description": "a\nb"}, {"description": "c", "after": "previous"}]}')
+        assert deps(text) == [[], ["t1"]]
+        assert compile_plan(text).plan.tasks[0].description.split() == ["a", "b"]
+
     def test_a_missing_word_means_start(self) -> None:
         assert deps(plan_from_relative(json.dumps(rel(None, None)))) == [[], []]
 
@@ -68,8 +80,8 @@ class TestConversion:
     def test_anything_else_is_left_for_the_compiler(self, text: str) -> None:
         assert plan_from_relative(text) == text
 
-    def test_examples_round_trip(self) -> None:
-        for source, _, tasks in EMBEDDED_PLAN_EXAMPLES:
+    def test_pool_plans_round_trip(self) -> None:
+        for source, _, tasks in example_pool()[0]:
             back = deps(plan_from_relative(relative_example(tasks)))
             assert back == [sorted(d) for _, d in tasks], source
 
@@ -79,15 +91,17 @@ class TestConversion:
 
 
 class TestPrompts:
-    def test_relative_messages_show_the_embedded_examples_in_their_form(self) -> None:
-        messages = planning_messages("Plan a trip", relative=True)
+    def test_relative_messages_show_the_nearest_examples_in_their_form(self) -> None:
+        goal = "Set an alarm for 7 am and then a reminder to call the bank"
+        messages = planning_messages(goal, relative=True)
         assert messages[0]["content"].startswith(EMBEDDED_PLANNER_SYSTEM)
         shots = messages[1:-1]
-        assert len(shots) == 2 * len(EMBEDDED_PLAN_EXAMPLES)
-        for assistant in shots[1::2]:
-            answer = json.loads(assistant["content"])
-            assert valid(relative_plan_schema(7), answer)
-        assert messages[-1] == {"role": "user", "content": "Goal: Plan a trip"}
+        nearest = nearest_examples(goal)
+        assert len(shots) == 2 * len(nearest) == 6
+        for (_, request, _), user, assistant in zip(nearest, shots[::2], shots[1::2], strict=True):
+            assert user == {"role": "user", "content": f"Goal: {request}"}
+            assert valid(relative_plan_schema(7), json.loads(assistant["content"]))
+        assert messages[-1] == {"role": "user", "content": f"Goal: {goal}"}
 
     def test_other_models_are_asked_as_before(self) -> None:
         messages = planning_messages("Plan a trip")
@@ -99,10 +113,12 @@ class TestPrompts:
         messages = planning_retry_messages("g", '{"tasks": []}', "empty", relative=True)
         assert messages[0]["content"].startswith(EMBEDDED_PLANNER_SYSTEM)
 
-    def test_embedded_examples_show_chain_independent_and_join(self) -> None:
-        words = {w for _, _, tasks in EMBEDDED_PLAN_EXAMPLES for w in json.loads(relative_example(tasks))["tasks"]
-                 for w in [w.get("after")] if w}
-        assert words == set(AFTER)
+    def test_nearest_examples_are_the_most_alike_closest_last(self) -> None:
+        nearest = nearest_examples("set an alarm clock for tomorrow morning", k=3)
+        assert all("alarm" in request.lower() for _, request, _ in nearest)
+        pool = example_pool()[0]
+        exact = pool[10]
+        assert nearest_examples(exact[1], k=3)[-1] == exact  # a pool request finds itself, last
 
 
 class TestExamplesAreNotGraded:
@@ -113,14 +129,14 @@ class TestExamplesAreNotGraded:
         from benchmarks.plan_quality import select
 
         graded = {r["id"] for r in select(n)}
-        shown = {source for source, _, _ in (*PLAN_EXAMPLES, *EMBEDDED_PLAN_EXAMPLES)}
+        shown = {source for source, _, _ in (*PLAN_EXAMPLES, *example_pool()[0])}
         assert len(graded) == n and not graded & shown
 
     def test_examples_are_real_dev_records(self) -> None:
         from benchmarks.data import load_dev
 
         dev = {r["id"]: r for r in load_dev()}
-        for source, request, tasks in (*PLAN_EXAMPLES, *EMBEDDED_PLAN_EXAMPLES):
+        for source, request, tasks in (*PLAN_EXAMPLES, *example_pool()[0]):
             record = dev[source]
             assert " ".join(record["request"].split()) == " ".join(request.split()), source
             assert len(record["tasks"]) == len(tasks), source
