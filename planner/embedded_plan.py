@@ -38,9 +38,10 @@ or the previous step into every task; a mild repeat penalty over the last 128 to
 markup and placeholders instead; greedy decoding (temperature 0) repeated the goal in
 19 of 20 plans. The grammar fixes the JSON tokens, so the penalty acts on the free text."""
 
-DESCRIPTION_PATTERN = r'^[^<>{}"\\]{1,%d}$'
+DESCRIPTION_PATTERN = r'^[^<>{}"\\\n\r\t]{1,%d}$'
 """A task description under the grammar: no markup characters (`<tag>`, `{placeholder}`),
-which the model otherwise copies from web text into a step."""
+which the model otherwise copies from web text into a step, and no raw control characters
+(the pattern replaces the JSON string rule, which kept those out)."""
 
 
 def relative_plan_schema(max_tasks: int, *, description_chars: int = 200) -> dict[str, Any]:

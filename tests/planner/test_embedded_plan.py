@@ -47,6 +47,7 @@ class TestSchema:
         assert not valid(schema, {"tasks": [{"description": "<h2>Party</h2>"}]})
         assert not valid(schema, {"tasks": [{"description": "{your_custom code here}"}]})
         assert not valid(schema, {"tasks": [{"description": ""}]})
+        assert not valid(schema, {"tasks": [{"description": "a\nb"}]})  # no raw control characters
         assert valid(schema, {"tasks": [{"description": "Book a table for 4 (7 pm), then confirm."}]})
 
     def test_first_task_has_no_after_and_after_comes_after_the_description(self) -> None:
