@@ -1,9 +1,10 @@
 """6. Plan quality: plans made by a model vs the gold DAGs of the dev set.
 
 For a sample of dev requests, ask the model for a plan exactly as the flow does
-(`planner.prompts.planning_messages`; with the embedded model, the positional
-grammar `positional_plan_schema(7)` that only admits DAGs; with any other
-endpoint, `strict_json_schema(Plan)`; one retry with the compiler's error, as
+(`planner.prompts.planning_messages`; with the embedded model, the relative
+plan form of `planner.embedded_plan` under its grammar `relative_plan_schema(7)`
+and sampling `EMBEDDED_PLAN_SAMPLING`; with any other endpoint,
+`strict_json_schema(Plan)`; one retry with the compiler's error, as
 `flows.tasks.make_plan` does), compile it with `planner.compiler.compile_plan`,
 and compare it with the gold plan:
 
@@ -16,8 +17,7 @@ and compare it with the gold plan:
 A chain baseline (the model's task count, each task depending on the one
 before) puts the edge F1 in context: most dev plans are chains.
 
-Endpoint: the bundled SmolLM2 by default (on every core, up to 4, since nothing
-else runs beside it here); set BENCH_OPENAI_BASE_URL (and BENCH_OPENAI_API_KEY,
+Endpoint: the bundled SmolLM2 by default (one thread, see `run`); set BENCH_OPENAI_BASE_URL (and BENCH_OPENAI_API_KEY,
 BENCH_MODEL) to grade another OpenAI-compatible model.
 """
 
@@ -75,13 +75,15 @@ async def _grade(
     from planner.compiler import compile_plan
     from planner.errors import PlanError
     from planner.llm import LLMClient
-    from planner.models import Plan, positional_plan_schema, strict_json_schema
+    from planner.embedded_plan import EMBEDDED_PLAN_SAMPLING, plan_from_relative, relative_plan_schema
+    from planner.models import Plan, strict_json_schema
     from planner.prompts import planning_messages, planning_retry_messages
     from planner.settings import PlanflowSettings
 
     settings = PlanflowSettings()
     max_tasks = min(settings.max_tasks, EMBEDDED_MAX_TASKS) if embedded else settings.max_tasks
-    schema = positional_plan_schema(max_tasks) if embedded else strict_json_schema(Plan)
+    schema = relative_plan_schema(max_tasks) if embedded else strict_json_schema(Plan)
+    sampling = EMBEDDED_PLAN_SAMPLING if embedded else None
     client = LLMClient(base_url=base_url, api_key=api_key, model=model, timeout=300)
     rows = []
     started = time.monotonic()
@@ -94,19 +96,20 @@ async def _grade(
             row: dict[str, Any] = {"id": record["id"], "shape": record["shape"], "gold_nodes": len(gold)}
             t0 = time.monotonic()
             tokens = 0
-            messages = planning_messages(record["request"])
+            messages = planning_messages(record["request"], relative=embedded)
             compiled, error, retried = None, None, False
             for attempt in range(2):
                 completion = await client.complete(messages, purpose="plan", max_tokens=settings.plan_max_tokens,
-                                                   json_schema=schema)
+                                                   json_schema=schema, extra_body=sampling)
                 tokens += completion.completion_tokens
                 try:
-                    compiled = compile_plan(completion.text, max_tasks=max_tasks)
+                    text = plan_from_relative(completion.text) if embedded else completion.text
+                    compiled = compile_plan(text, max_tasks=max_tasks)
                     break
                 except PlanError as exc:
                     error = str(exc)
                     retried = attempt == 0
-                    messages = planning_retry_messages(record["request"], completion.text, error)
+                    messages = planning_retry_messages(record["request"], completion.text, error, relative=embedded)
             row.update({"seconds": round(time.monotonic() - t0, 2), "completion_tokens": tokens, "retried": retried})
             if compiled is None:
                 row.update({"compiled": False, "error": error})
@@ -145,17 +148,18 @@ def run(out: Path, quick: bool) -> Result:
         embedded = model == "embedded"
     else:
         from planner.embedded import EmbeddedModelServer, EmbeddedServerConfig
-        from planner.settings import EMBEDDED_THREADS_MAX, PlanflowSettings, usable_cpus
+        from planner.settings import PlanflowSettings
 
         settings = PlanflowSettings()
-        # Nothing else runs beside the model here, so it gets every core (the flow's
-        # default leaves one to Prefect).
-        threads = min(EMBEDDED_THREADS_MAX, usable_cpus())
+        # One thread, as first_answer: on a loaded 2-core box two llama.cpp threads wait on
+        # each other at every token (measured 0.2 tokens/s per slot at load 9, against ~5
+        # with one thread). Quality does not depend on speed; BENCH_EMBEDDED_THREADS overrides.
+        threads = int(os.environ.get("BENCH_EMBEDDED_THREADS", "1"))
         embedded_server = EmbeddedModelServer(EmbeddedServerConfig(ctx_size=settings.embedded_ctx, threads=threads)).start()
         base_url, api_key, model, embedded = embedded_server.base_url, "embedded", embedded_server.model, True
     result = Result("plan_quality", quick, {"sample": n, "seed": SEED, "model": model,
                                             "endpoint": "embedded SmolLM2-135M" if embedded_server else "BENCH_OPENAI_BASE_URL",
-                                            "schema": "positional_plan_schema(7)" if embedded else "strict_json_schema(Plan)",
+                                            "schema": "relative_plan_schema(7)" if embedded else "strict_json_schema(Plan)",
                                             "embedded_threads": threads,
                                             "time_budget_s": None if quick else TIME_BUDGET_S})
     try:

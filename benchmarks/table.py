@@ -166,8 +166,18 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
                       f"{s['edge_f1'].get('median', float('nan')):.2f} / {s['edge_f1'].get('mean', float('nan')):.2f}",
                       f"chain baseline {s['chain_baseline_edge_f1'].get('mean', float('nan')):.2f} (mean)"))
         table.append(("Plan quality: node-count error (model - gold), median; repair rate; compile failures",
-                      f"{s['node_count_error'].get('median', float('nan')):+.0f}",
+                      f"{s['node_count_error'].get('median', float('nan')):+g}",
                       f"repairs {s['repair_rate']}, compile failures {s['compile_failure_rate']}"))
+    if d := _load(out, "first_answer"):
+        s, n = d["summary"], d["summary"]["runs"]
+        table.append((f"First answer, embedded model ({n} goals): non-empty answer free of markup / "
+                      "distinct task descriptions / tasks free of markup",
+                      f"{round(s['answer_non_empty_and_free_of_markup'] * n)}/{n} / "
+                      f"{round(s['distinct_task_descriptions'] * n)}/{n} / "
+                      f"{round(s.get('task_descriptions_free_of_markup', float('nan')) * n)}/{n}",
+                      f"tasks per plan median {s['tasks_per_plan'].get('median', float('nan')):.0f}; "
+                      f"plan + answer {s['seconds_per_run'].get('median', float('nan')):.0f} s median at load "
+                      f"{d['machine'].get('loadavg_1m', '?')}"))
     return table
 
 

@@ -21,7 +21,8 @@ from planner.cache_keys import node_cache_key, plan_cache_key, synthesis_cache_k
 from planner.compiler import CompiledPlan, compile_plan
 from planner.errors import PlanError, TransientLLMError
 from planner.llm import Completion
-from planner.models import NodeOutcome, Plan, Task, positional_plan_schema, strict_json_schema
+from planner.embedded_plan import EMBEDDED_PLAN_SAMPLING, plan_from_relative, relative_plan_schema
+from planner.models import NodeOutcome, Plan, Task, strict_json_schema
 from planner.prompts import (
     PROMPT_VERSION,
     execution_messages,
@@ -54,7 +55,8 @@ class PlanningSpec(BaseModel):
     model: str
     max_tasks: int
     max_tokens: int
-    positional_schema: bool = False  # small local models: a grammar that admits only DAGs
+    positional_schema: bool = False
+    """The embedded model: it plans in the relative form of `planner.embedded_plan`, under a grammar."""
     tools: tuple[tuple[str, str], ...] = ()
     """The run's tool catalogue, (name, one line) each; the planner sees it and tasks may name them."""
     prompt_version: str = PROMPT_VERSION
@@ -139,7 +141,7 @@ def _plan_key(context: Any, parameters: dict[str, Any]) -> str:
         model=spec.model,
         prompt_version=spec.prompt_version,
         max_tasks=spec.max_tasks,
-        schema="positional" if spec.positional_schema else "open",
+        schema="relative" if spec.positional_schema else "open",
         tools=spec.tools,
     )
 
@@ -147,7 +149,7 @@ def _plan_key(context: Any, parameters: dict[str, Any]) -> str:
 def planning_schema(spec: PlanningSpec) -> dict[str, Any]:
     """The JSON schema the planner answers in; `tools` is in it only when the run has tools."""
     if spec.positional_schema:
-        return positional_plan_schema(spec.max_tasks)
+        return relative_plan_schema(spec.max_tasks)
     return strict_json_schema(Plan, omit=() if spec.tools else ("tools",))
 
 
@@ -160,18 +162,27 @@ async def make_plan(spec: PlanningSpec) -> CompiledPlan:
     """
     schema = planning_schema(spec)
     known_tools = [name for name, _ in spec.tools]
+    relative = spec.positional_schema
+    sampling = {"extra_body": EMBEDDED_PLAN_SAMPLING} if relative else {}
 
     async def ask(messages: list[dict[str, str]]) -> str:
-        completion = await call_model(messages=messages, purpose="plan", max_tokens=spec.max_tokens, json_schema=schema)
+        completion = await call_model(
+            messages=messages, purpose="plan", max_tokens=spec.max_tokens, json_schema=schema, **sampling
+        )
         return completion.text
 
-    answer = await ask(planning_messages(spec.goal, spec.tools))
+    def compiled(answer: str) -> CompiledPlan:
+        return compile_plan(
+            plan_from_relative(answer) if relative else answer, max_tasks=spec.max_tasks, known_tools=known_tools
+        )
+
+    answer = await ask(planning_messages(spec.goal, spec.tools, relative=relative))
     try:
-        return compile_plan(answer, max_tasks=spec.max_tasks, known_tools=known_tools)
+        return compiled(answer)
     except PlanError as first_error:
-        answer = await ask(planning_retry_messages(spec.goal, answer, str(first_error), spec.tools))
+        answer = await ask(planning_retry_messages(spec.goal, answer, str(first_error), spec.tools, relative=relative))
         try:
-            return compile_plan(answer, max_tasks=spec.max_tasks, known_tools=known_tools)
+            return compiled(answer)
         except PlanError as second_error:
             raise second_error from None
 

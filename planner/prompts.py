@@ -14,7 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 
 from planner.models import Task
-from planner.plan_examples import PLAN_EXAMPLES, example_plan_json
+from planner.embedded_plan import relative_example
+from planner.plan_examples import PLAN_EXAMPLES, example_plan_json, nearest_examples
 
 __all__ = [
     "PROMPT_VERSION",
@@ -27,7 +28,7 @@ __all__ = [
     "truncate",
 ]
 
-PROMPT_VERSION = "2026-12-02.1"
+PROMPT_VERSION = "2026-12-03.1"
 
 Message = dict[str, str]
 
@@ -41,6 +42,17 @@ Rules:
 - depends_on lists the earlier tasks whose results this task needs. Tasks that do not
   need each other's results stay independent, so they can run in parallel.
 - The last task produces what the goal asks for."""
+
+EMBEDDED_PLANNER_SYSTEM = """\
+You are the planner of a plan-and-execute agent. Break the user's goal into the few tasks it
+needs (usually 2 to 4, never more than 7).
+Answer with JSON only: {"tasks": [{"description": "..."}, {"description": "...", "after": "previous"}, ...]}
+Rules:
+- Each description is one short, concrete step, different from the goal and from the other steps.
+- "after" says what a task needs: "start" (nothing, it can run at once), "previous" (the result of
+  the task just before it) or "all" (the results of every earlier task).
+- The last task produces what the goal asks for."""
+"""The embedded model's planner rules: the relative plan form of `planner.embedded_plan`."""
 
 REPLANNER_SYSTEM = """\
 You repair a plan-and-execute agent's plan after one of its tasks failed for good.
@@ -103,30 +115,37 @@ def tool_catalogue(tools: Sequence[ToolLine]) -> str:
     )
 
 
-def _few_shot() -> list[Message]:
-    """Worked examples as earlier turns: small models follow a shown plan far better than rules."""
+def _few_shot(goal: str, relative: bool) -> list[Message]:
+    """Worked examples as earlier turns: small models follow a shown plan far better than rules.
+
+    The embedded model sees the dev plans whose requests are nearest the goal; others a fixed three.
+    """
     turns: list[Message] = []
-    for _source, request, tasks in PLAN_EXAMPLES:
+    for _source, request, tasks in nearest_examples(goal) if relative else PLAN_EXAMPLES:
         turns.append({"role": "user", "content": f"Goal: {request}"})
-        turns.append({"role": "assistant", "content": example_plan_json(tasks)})
+        turns.append({"role": "assistant", "content": relative_example(tasks) if relative else example_plan_json(tasks)})
     return turns
 
 
-def planning_messages(goal: str, tools: Sequence[ToolLine] = ()) -> list[Message]:
-    """The system rules (with the tool catalogue, if any), three example plans, then the goal."""
+def planning_messages(goal: str, tools: Sequence[ToolLine] = (), *, relative: bool = False) -> list[Message]:
+    """The system rules (with the tool catalogue, if any), example plans, then the goal.
+
+    `relative`: the embedded model's form (`planner.embedded_plan`), its rules and examples.
+    """
+    system = EMBEDDED_PLANNER_SYSTEM if relative else PLANNER_SYSTEM
     return [
-        {"role": "system", "content": PLANNER_SYSTEM + tool_catalogue(tools)},
-        *_few_shot(),
+        {"role": "system", "content": system + tool_catalogue(tools)},
+        *_few_shot(goal, relative),
         {"role": "user", "content": f"Goal: {goal}"},
     ]
 
 
 def planning_retry_messages(
-    goal: str, rejected_answer: str, error: str, tools: Sequence[ToolLine] = ()
+    goal: str, rejected_answer: str, error: str, tools: Sequence[ToolLine] = (), *, relative: bool = False
 ) -> list[Message]:
     """Ask once more, showing the model its own rejected plan and why."""
     return [
-        *planning_messages(goal, tools),
+        *planning_messages(goal, tools, relative=relative),
         {"role": "assistant", "content": truncate(rejected_answer, 4000)},
         {
             "role": "user",
