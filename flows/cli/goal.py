@@ -208,7 +208,7 @@ def run_goal(
     except KeyboardInterrupt:  # before the run could take it as a cancel, or a second Ctrl-C
         if (cancelled := _cancelled_message(ledger, run_key, since)) is not None:
             return fail(cancelled, EXIT_INTERRUPTED)
-        resume = f"planflow runs resume {run_key}" if ledger.run(run_key) is not None else f"--run-key {run_key}"
+        resume = f"planflow runs resume {run_key}" if _recorded(ledger, run_key) is not None else f"--run-key {run_key}"
         return fail(f"interrupted; resume with {resume}", EXIT_INTERRUPTED)
     except Exception as exc:  # Prefect could not start the flow run, or lost its API during it
         if (cancelled := _cancelled_message(ledger, run_key, since)) is not None:
@@ -216,9 +216,9 @@ def run_goal(
         lost = lost_service(exc, run_key)
         return fail(lost or f"could not run the flow: {type(exc).__name__}: {first_line(exc)}", EXIT_UNAVAILABLE)
 
-    links.at_end(ledger.run(run_key))
+    links.at_end(_recorded(ledger, run_key))
     outcome = state.result(raise_on_failure=False) if state.is_completed() or state.is_failed() else None
-    if args.report and ledger.run(run_key) is not None:
+    if args.report and _recorded(ledger, run_key) is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(build_report(ledger, run_key), indent=2) + "\n")
     if (cancelled := _cancelled_message(ledger, run_key, since)) is not None:
@@ -250,9 +250,18 @@ def run_goal(
     )
 
 
+def _recorded(ledger: Any, run_key: str) -> Any:
+    """The ledger's record of the run, or None, also when the ledger cannot be read: a run
+    that lost its ledger ends with the one line that says so, not with a traceback here."""
+    try:
+        return ledger.run(run_key)
+    except Exception:
+        return None
+
+
 def _cancelled_message(ledger: Any, run_key: str, since: datetime) -> str | None:
     """`run KEY cancelled by WHO; ... resume with ...` if the ledger says the run was cancelled `since` then."""
-    run = ledger.run(run_key)
+    run = _recorded(ledger, run_key)
     if run is None or run.status != "cancelled" or run.finished_at is None:
         return None
     ended = run.finished_at if run.finished_at.tzinfo else run.finished_at.replace(tzinfo=timezone.utc)
