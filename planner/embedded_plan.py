@@ -19,6 +19,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from planner.models import exact_tuples_plan_schema
+
 __all__ = [
     "AFTER",
     "DESCRIPTION_PATTERN",
@@ -65,25 +67,7 @@ def relative_plan_schema(max_tasks: int, *, description_chars: int = 200) -> dic
             "properties": properties,
         }
 
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["tasks"],
-        "$defs": {f"t{i}": task_schema(i) for i in range(1, max_tasks + 1)},
-        "properties": {
-            "tasks": {
-                "anyOf": [
-                    {
-                        "type": "array",
-                        "prefixItems": [{"$ref": f"#/$defs/t{j}"} for j in range(1, n + 1)],
-                        "minItems": n,
-                        "maxItems": n,
-                    }
-                    for n in range(1, max_tasks + 1)
-                ]
-            }
-        },
-    }
+    return exact_tuples_plan_schema(task_schema, max_tasks)
 
 
 def _after_word(position: int, depends_on: Sequence[str]) -> str:

@@ -8,7 +8,7 @@ and cache keys built from them never drift.
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from functools import cached_property
 from typing import Any
 
@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 
 from planner.graph import DependencyGraph
 
-__all__ = ["NodeOutcome", "Plan", "Repair", "Task", "positional_plan_schema", "strict_json_schema"]
+__all__ = [
+    "NodeOutcome",
+    "Plan",
+    "Repair",
+    "Task",
+    "exact_tuples_plan_schema",
+    "positional_plan_schema",
+    "strict_json_schema",
+]
 
 
 class Task(BaseModel):
@@ -172,6 +180,12 @@ def positional_plan_schema(max_tasks: int, *, description_chars: int = 200) -> d
             },
         }
 
+    return exact_tuples_plan_schema(task_schema, max_tasks)
+
+
+def exact_tuples_plan_schema(task_schema: Callable[[int], dict[str, Any]], max_tasks: int) -> dict[str, Any]:
+    """`{"tasks": [...]}` of 1..`max_tasks` tasks, task i shaped by `task_schema(i)`: one
+    exact tuple per length over shared `$defs` (why: `positional_plan_schema`)."""
     return {
         "type": "object",
         "additionalProperties": False,
