@@ -206,22 +206,24 @@ def run_goal(
         finally:
             view.__exit__(None, None, None)
     except KeyboardInterrupt:  # before the run could take it as a cancel, or a second Ctrl-C
-        if (cancelled := _cancelled_message(ledger, run_key, since)) is not None:
+        record = _recorded(ledger, run_key)
+        if (cancelled := _cancelled_message(record, run_key, since)) is not None:
             return fail(cancelled, EXIT_INTERRUPTED)
-        resume = f"planflow runs resume {run_key}" if _recorded(ledger, run_key) is not None else f"--run-key {run_key}"
+        resume = f"planflow runs resume {run_key}" if record is not None else f"--run-key {run_key}"
         return fail(f"interrupted; resume with {resume}", EXIT_INTERRUPTED)
     except Exception as exc:  # Prefect could not start the flow run, or lost its API during it
-        if (cancelled := _cancelled_message(ledger, run_key, since)) is not None:
+        if (cancelled := _cancelled_message(_recorded(ledger, run_key), run_key, since)) is not None:
             return fail(cancelled, EXIT_INTERRUPTED)  # a Ctrl-C stops Prefect's temporary server too
         lost = lost_service(exc, run_key)
         return fail(lost or f"could not run the flow: {type(exc).__name__}: {first_line(exc)}", EXIT_UNAVAILABLE)
 
-    links.at_end(_recorded(ledger, run_key))
+    record = _recorded(ledger, run_key)  # read once: the link, the report and a cancel all need it
+    links.at_end(record)
     outcome = state.result(raise_on_failure=False) if state.is_completed() or state.is_failed() else None
-    if args.report and _recorded(ledger, run_key) is not None:
+    if args.report and record is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(build_report(ledger, run_key), indent=2) + "\n")
-    if (cancelled := _cancelled_message(ledger, run_key, since)) is not None:
+    if (cancelled := _cancelled_message(record, run_key, since)) is not None:
         return fail(cancelled, EXIT_INTERRUPTED)
 
     if state.is_completed() and isinstance(outcome, dict):
@@ -259,9 +261,8 @@ def _recorded(ledger: Any, run_key: str) -> Any:
         return None
 
 
-def _cancelled_message(ledger: Any, run_key: str, since: datetime) -> str | None:
-    """`run KEY cancelled by WHO; ... resume with ...` if the ledger says the run was cancelled `since` then."""
-    run = _recorded(ledger, run_key)
+def _cancelled_message(run: Any, run_key: str, since: datetime) -> str | None:
+    """`run KEY cancelled by WHO; ... resume with ...` if the ledger's record `run` says it was cancelled `since` then."""
     if run is None or run.status != "cancelled" or run.finished_at is None:
         return None
     ended = run.finished_at if run.finished_at.tzinfo else run.finished_at.replace(tzinfo=timezone.utc)
